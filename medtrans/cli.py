@@ -1,0 +1,33 @@
+"""The ``medtrans`` command line: one sub-command per job (translate, train, evaluate, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import medtrans
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser; each job module adds its sub-command."""
+    parser = argparse.ArgumentParser(prog="medtrans", description=medtrans.__doc__)
+    parser.add_argument("--version", action="version", version=f"medtrans {medtrans.__version__}")
+    parser.add_subparsers(dest="command", metavar="COMMAND")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``medtrans`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

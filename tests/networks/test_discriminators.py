@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from medtrans.losses import PatchAdversarialLoss
+from medtrans.networks import (
+    MultiResolutionDiscriminator,
+    discriminator_features,
+    discriminator_logits,
+    min_patchgan_input_size,
+    patchgan,
+)
+
+
+def test_patchgan_has_the_70_pixel_receptive_field():
+    # instance norm couples all pixels through its statistics; eval-mode batch norm keeps the conv layout's locality
+    disc = patchgan(2, channels=4, norm="batch").eval()
+    x = torch.zeros(1, 1, 128, 128, requires_grad=True)
+    logits = disc(x)[-1]
+    logits[0, 0, logits.shape[2] // 2, logits.shape[3] // 2].backward()
+    rows = torch.nonzero(x.grad[0, 0].abs().sum(1)).flatten()
+    assert rows.max() - rows.min() + 1 == 70
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_patchgan_outputs_features_and_logits(dims):
+    disc = patchgan(dims, channels=8)
+    out = disc(torch.randn((2, 1) + (32,) * dims))
+    assert len(out) == 5  # stem, 3 layers, logits
+    assert out[-1].shape == (2, 1) + (2,) * dims
+    assert min_patchgan_input_size(3) == 24
+    disc(torch.randn((1, 1) + (24,) * dims))  # the smallest accepted patch runs
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_multi_resolution_sees_downsampled_inputs(dims, seeded):
+    disc = MultiResolutionDiscriminator(dims, num_scales=2, channels=4, num_layers=2)
+    size = disc.min_input_size
+    assert size == 24
+    x = torch.randn((1, 1) + (32,) * dims, requires_grad=True)
+    out = disc(x)
+    logits = discriminator_logits(out)
+    assert [tuple(t.shape[2:]) for t in logits] == [(6,) * dims, (2,) * dims]
+    assert len(discriminator_features(out)) == 2 * 3
+    loss = PatchAdversarialLoss(criterion="bce")(logits, target_is_real=True, for_discriminator=False)
+    loss.backward()
+    assert all(p.grad is not None for p in disc.parameters())
+    with pytest.raises(ValueError, match="too small"):
+        disc(torch.randn((1, 1) + (size - 2,) * dims))
+
+
+def test_single_and_multi_scale_outputs_share_one_interface():
+    single = patchgan(2, channels=4)(torch.randn(1, 1, 32, 32))
+    assert len(discriminator_logits(single)) == 1
+    assert discriminator_logits(single)[0] is single[-1]
+    assert discriminator_features(single) == single[:-1]

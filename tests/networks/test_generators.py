@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from medtrans.networks import ResnetGenerator, UNetGenerator
+
+
+def _all_parameters_receive_gradient(net: torch.nn.Module, x: torch.Tensor) -> None:
+    net(x).square().mean().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert not missing, f"no gradient for {missing}"
+
+
+@pytest.mark.parametrize("dims,shape", [(2, (2, 1, 32, 24)), (3, (1, 1, 16, 12, 20))])
+@pytest.mark.parametrize("upsample_type", ["transpose", "resize"])
+def test_resnet_generator_shape_range_and_gradients(dims, shape, upsample_type, seeded):
+    net = ResnetGenerator(dims, 1, 1, channels=8, num_res_blocks=2, upsample_type=upsample_type)
+    x = torch.randn(shape)
+    y = net(x)
+    assert y.shape == x.shape
+    assert y.abs().max() <= 1.0  # tanh output
+    _all_parameters_receive_gradient(net, x)
+
+
+def test_resnet_generator_channels_and_reference_layout():
+    net = ResnetGenerator(2, in_channels=2, out_channels=3)  # defaults: 64 wide, 9 blocks (CycleGAN 256²)
+    assert net(torch.randn(1, 2, 64, 64)).shape == (1, 3, 64, 64)
+    assert net.feature_channels == [2, 64, 128, 256] + [256] * 9
+    assert sum(p.numel() for p in net.parameters()) == pytest.approx(11.38e6, rel=0.01)  # CycleGAN's 11.378 M
+
+
+def test_resnet_generator_encode_returns_requested_features(seeded):
+    net = ResnetGenerator(3, channels=8, num_res_blocks=4)
+    x = torch.randn(1, 1, 16, 16, 16)
+    feats = net.encode(x, net.default_nce_layers)
+    assert net.default_nce_layers == (0, 1, 2, 3, 5)
+    assert [tuple(f.shape[1:]) for f in feats] == [(1, 16, 16, 16), (8, 16, 16, 16), (16, 8, 8, 8), (32, 4, 4, 4), (32, 4, 4, 4)]
+    assert feats[0] is x
+    with pytest.raises(ValueError, match="layer_ids"):
+        net.encode(x, [net.num_encoder_features])
+
+
+def test_resnet_generator_rejects_indivisible_shape():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        ResnetGenerator(2, channels=4, num_res_blocks=1)(torch.randn(1, 1, 30, 32))
+    with pytest.raises(ValueError, match="pad_type"):
+        ResnetGenerator(2, pad_type="circular")
+
+
+@pytest.mark.parametrize("dims,shape", [(2, (2, 1, 32, 32)), (3, (1, 1, 16, 16, 16))])
+def test_unet_generator_shape_and_gradients(dims, shape, seeded):
+    net = UNetGenerator(dims, channels=(8, 16, 32), strides=(2, 2))
+    x = torch.randn(shape)
+    y = net(x)
+    assert y.shape == x.shape and y.abs().max() <= 1.0
+    _all_parameters_receive_gradient(net, x)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        net(torch.randn((1, 1) + (18,) * dims))

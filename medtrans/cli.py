@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 import medtrans
+from medtrans.errors import MedtransError
 
 __all__ = ["build_parser", "main"]
 
@@ -15,8 +16,16 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser; each job module adds its sub-command."""
     parser = argparse.ArgumentParser(prog="medtrans", description=medtrans.__doc__)
     parser.add_argument("--version", action="version", version=f"medtrans {medtrans.__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _command_modules():
+        module.register(subparsers)
     return parser
+
+
+def _command_modules() -> list:
+    from medtrans import inference
+
+    return [inference]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,7 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except MedtransError as err:
+        print(f"medtrans {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -78,6 +78,11 @@ class ResnetGenerator(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     @property
+    def size_divisor(self) -> int:
+        """Every input side must be a multiple of this."""
+        return 2**self.num_downsamplings
+
+    @property
     def num_encoder_features(self) -> int:
         """Number of feature indices :meth:`encode` accepts (input, stem, downsamplings, residual blocks)."""
         return len(self.feature_channels)
@@ -112,9 +117,8 @@ class ResnetGenerator(nn.Module):
         return [found[i] for i in ids]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        factor = 2**self.num_downsamplings
-        if any(s % factor for s in x.shape[2:]):
-            raise ValueError(f"ResnetGenerator needs spatial sides divisible by {factor}, got {tuple(x.shape[2:])}")
+        if any(s % self.size_divisor for s in x.shape[2:]):
+            raise ValueError(f"ResnetGenerator needs spatial sides divisible by {self.size_divisor}, got {tuple(x.shape[2:])}")
         for layer in self.layers:
             x = layer(x)
         return x
@@ -155,7 +159,7 @@ class UNetGenerator(nn.Module):
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.divisor = int(torch.prod(torch.tensor(list(strides))).item())
+        self.size_divisor = int(torch.prod(torch.tensor(list(strides))).item())
         self.unet = UNet(
             spatial_dims=spatial_dims,
             in_channels=in_channels,
@@ -169,6 +173,6 @@ class UNetGenerator(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if any(s % self.divisor for s in x.shape[2:]):
-            raise ValueError(f"UNetGenerator needs spatial sides divisible by {self.divisor}, got {tuple(x.shape[2:])}")
+        if any(s % self.size_divisor for s in x.shape[2:]):
+            raise ValueError(f"UNetGenerator needs spatial sides divisible by {self.size_divisor}, got {tuple(x.shape[2:])}")
         return torch.tanh(self.unet(x))

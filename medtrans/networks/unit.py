@@ -196,6 +196,11 @@ class UNIT(nn.Module):
             self.log_var_head = Conv[Conv.CONV, spatial_dims](latent, latent, kernel_size=1)
             self.prior = GaussianMixturePrior(num_components, latent)
 
+    @property
+    def size_divisor(self) -> int:
+        """Every input side must be a multiple of this."""
+        return 2**self.num_downsamplings
+
     def encode(self, x: torch.Tensor, domain: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Posterior parameters ``(μ, log σ²)``; the log-variance is ``None`` for the unit-variance UNIT posterior."""
         h = self.shared_encoder(self.encoders[domain](x))
@@ -217,7 +222,6 @@ class UNIT(nn.Module):
         return self.decode(mu, target)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        factor = 2**self.num_downsamplings
-        if any(s % factor for s in x.shape[2:]):
-            raise ValueError(f"UNIT needs spatial sides divisible by {factor}, got {tuple(x.shape[2:])}")
+        if any(s % self.size_divisor for s in x.shape[2:]):
+            raise ValueError(f"UNIT needs spatial sides divisible by {self.size_divisor}, got {tuple(x.shape[2:])}")
         return self.translate(x, "a", "b")

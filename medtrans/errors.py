@@ -1,0 +1,29 @@
+"""Exceptions with one clear message naming the file and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["InputError", "ModelError", "MedtransError"]
+
+
+class MedtransError(Exception):
+    """Base of medtrans's user-facing errors; the CLI prints the message and exits non-zero."""
+
+
+class InputError(MedtransError, ValueError):
+    """A bad input file or folder: ``InputError(path, problem)`` reads ``"<path>: <problem>"``."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class ModelError(MedtransError, ValueError):
+    """A checkpoint or bundle that cannot serve as a translator: missing, another architecture, wrong channels."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")

@@ -1,0 +1,181 @@
+"""A translation model on disk: the A→B generator, how it was built, and the intensity mappings around it.
+
+The same record is written by the trainer (inside its full checkpoint, under ``"generator"``) and by
+:func:`save_generator`, and is read back by :func:`load_model` from either, or from a MONAI bundle folder whose
+``configs/inference.yaml`` defines ``network_def`` (and ``preprocessing`` / ``target_intensity``) with weights in
+``models/model.pt``. Networks are described by MONAI-bundle style configs (``{"_target_": "medtrans.networks...."}``),
+so checkpoints and bundles share one vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.bundle import ConfigParser
+from torch import nn
+
+from medtrans.data.intensity import TARGET_TYPES, validate_spec
+from medtrans.data.queues import Preprocessing
+from medtrans.errors import ModelError
+from medtrans.io import atomic_write
+
+__all__ = ["FORMAT", "TranslationModel", "atomic_torch_save", "build_network", "load_model", "save_generator"]
+
+FORMAT = "medtrans.generator/1"
+ALLOWED_TARGET_PREFIXES = ("medtrans.", "monai.networks.")
+
+
+def build_network(network_def: dict[str, Any], source: str | Path = "<config>") -> nn.Module:
+    """Instantiate a network from a bundle-style config dict.
+
+    Raises:
+        ModelError: when ``_target_`` is missing or outside medtrans/MONAI networks, or construction fails.
+    """
+    target = str(network_def.get("_target_", ""))
+    if not target.startswith(ALLOWED_TARGET_PREFIXES):
+        raise ModelError(source, f"network _target_ {target!r} is not a medtrans or MONAI network")
+    try:
+        return ConfigParser({"network": dict(network_def)}).get_parsed_content("network", instantiate=True)
+    except Exception as err:  # noqa: BLE001 - report any construction failure against the file
+        raise ModelError(source, f"cannot build network {target} ({err})") from err
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary name beside ``path``, then rename: no half-written checkpoint on failure."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+@dataclass
+class TranslationModel:
+    """A loaded A→B generator with what inference needs around it.
+
+    Attributes:
+        network: the generator (``in_channels``/``out_channels`` attributes, ``size_divisor`` if it has one).
+        network_def: the config it was built from.
+        spatial_dims: 2 (slice-wise) or 3 (volumetric).
+        preprocessing: the source domain's preprocessing at training (intensity spec, canonical, spacing).
+        target_intensity: how outputs map back to target units (``window``, ``source`` or ``histogram`` spec).
+        inference: default inference settings saved with the model (e.g. ``roi_size``).
+        source: where it was loaded from.
+    """
+
+    network: nn.Module
+    network_def: dict[str, Any]
+    spatial_dims: int
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    target_intensity: dict[str, Any] = field(default_factory=lambda: {"type": "source"})
+    inference: dict[str, Any] = field(default_factory=dict)
+    source: Path = Path("<memory>")
+
+    @property
+    def in_channels(self) -> int:
+        return int(getattr(self.network, "in_channels", 1))
+
+    @property
+    def size_divisor(self) -> int:
+        return int(getattr(self.network, "size_divisor", 1))
+
+    def record(self) -> dict[str, Any]:
+        """The serialisable record (weights on CPU)."""
+        return {
+            "format": FORMAT,
+            "network_def": self.network_def,
+            "spatial_dims": self.spatial_dims,
+            "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+            "preprocessing": {
+                "intensity": self.preprocessing.intensity,
+                "canonical": self.preprocessing.canonical,
+                "spacing": self.preprocessing.spacing,
+            },
+            "target_intensity": self.target_intensity,
+            "inference": self.inference,
+        }
+
+
+def save_generator(path: str | Path, model: TranslationModel) -> Path:
+    """Write ``model`` as a standalone generator checkpoint, atomically."""
+    return atomic_torch_save(model.record(), path)
+
+
+def _from_record(record: dict[str, Any], source: Path) -> TranslationModel:
+    if record.get("format") != FORMAT:
+        raise ModelError(source, f"is not a medtrans generator checkpoint (format {record.get('format')!r}, expected {FORMAT!r})")
+    network = build_network(record["network_def"], source)
+    _load_weights(network, record["state_dict"], source)
+    pre = record.get("preprocessing") or {}
+    target = validate_spec(record.get("target_intensity") or {"type": "source"}, TARGET_TYPES)
+    return TranslationModel(
+        network=network.eval(),
+        network_def=dict(record["network_def"]),
+        spatial_dims=int(record["spatial_dims"]),
+        preprocessing=Preprocessing(**{k: (tuple(v) if k == "spacing" and v else v) for k, v in pre.items()}),
+        target_intensity=target,
+        inference=dict(record.get("inference") or {}),
+        source=source,
+    )
+
+
+def _load_weights(network: nn.Module, state_dict: dict[str, torch.Tensor], source: Path) -> None:
+    try:
+        network.load_state_dict(state_dict)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1:3]
+        raise ModelError(
+            source, f"holds weights of another architecture than {type(network).__name__}: {' '.join(first).strip()}"
+        ) from err
+
+
+def _from_bundle(folder: Path) -> TranslationModel:
+    config_file = next((folder / "configs" / f"inference.{ext}" for ext in ("yaml", "json") if (folder / "configs" / f"inference.{ext}").exists()), None)
+    if config_file is None:
+        raise ModelError(folder, "is a folder but not a bundle: configs/inference.yaml is missing")
+    weights = folder / "models" / "model.pt"
+    if not weights.exists():
+        raise ModelError(folder, f"bundle has no trained weights at {weights}")
+    parser = ConfigParser()
+    parser.read_config(str(config_file))
+    parser["bundle_root"] = str(folder)
+    if "network_def" not in parser.config:
+        raise ModelError(config_file, "defines no network_def")
+    network_def = parser.get("network_def")
+    network = build_network(network_def, config_file)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "format" in state:  # a medtrans generator record saved as the bundle's model
+        return _from_record(state, weights)
+    _load_weights(network, state, weights)
+    pre = parser.get("preprocessing", {}) or {}
+    return TranslationModel(
+        network=network.eval(),
+        network_def=dict(network_def),
+        spatial_dims=int(parser.get("spatial_dims", getattr(network, "spatial_dims", 3))),
+        preprocessing=Preprocessing(**pre),
+        target_intensity=validate_spec(parser.get("target_intensity", {"type": "source"}), TARGET_TYPES),
+        inference=dict(parser.get("inference_defaults", {}) or {}),
+        source=folder,
+    )
+
+
+def load_model(path: str | Path) -> TranslationModel:
+    """Load a translator from a generator checkpoint, a trainer checkpoint, or a bundle folder.
+
+    Raises:
+        ModelError: naming the file, when it does not exist, is not a medtrans checkpoint or bundle, or holds another
+            architecture.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(path, "model checkpoint or bundle does not exist")
+    if path.is_dir():
+        return _from_bundle(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - unpickling errors vary; all mean "not a checkpoint"
+        raise ModelError(path, f"is not a readable torch checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(payload, dict):
+        raise ModelError(path, "is not a medtrans checkpoint (not a dict)")
+    if "generator" in payload and isinstance(payload["generator"], dict):
+        payload = payload["generator"]
+    return _from_record(payload, path)

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from medtrans.data.intensity import (
+    AffineIntensity,
+    background_value,
+    fit_intensity,
+    foreground_mask,
+    histogram_match,
+    validate_spec,
+)
+
+
+def _brain_like(rng: np.random.Generator) -> np.ndarray:
+    vol = np.zeros((20, 22, 18), np.float32)
+    vol[4:16, 5:17, 3:15] = rng.uniform(100, 900, (12, 12, 12))
+    vol[3, 5:17, 3:15] = -0.5  # interpolation rim below the zero background, as in lesjak-ms-mni
+    return vol
+
+
+def test_percentile_mapping_round_trips_inside_the_clip_range():
+    vol = _brain_like(np.random.default_rng(0))
+    mapping = fit_intensity({"type": "percentile", "lower": 1, "upper": 99}, vol)
+    fg = vol[foreground_mask(vol)]
+    low, high = np.percentile(fg, [1, 99])
+    assert mapping.range == pytest.approx((low, high), rel=1e-5)
+    y = mapping.forward(vol)
+    assert y.min() == -1 and y.max() == 1
+    inside = (vol >= low) & (vol <= high)
+    assert np.allclose(mapping.inverse(y)[inside], vol[inside], rtol=1e-5, atol=1e-3)
+
+
+def test_foreground_is_the_non_background_not_the_above_minimum():
+    vol = _brain_like(np.random.default_rng(1))
+    assert background_value(vol) == 0
+    fg = foreground_mask(vol)
+    assert fg.sum() == 12 * 12 * 12 + 12 * 12  # brain + rim, not the zero background
+    mask = np.zeros_like(vol)
+    mask[5:10, 5:10, 5:10] = 1
+    assert foreground_mask(vol, mask).sum() == 125
+
+
+def test_window_and_zscore():
+    ct = np.linspace(-1200, 2500, 1000, dtype=np.float32).reshape(10, 10, 10)
+    window = fit_intensity({"type": "window", "low": -1000, "high": 2000}, ct)
+    assert window.forward(np.array([-1000.0, 500.0, 2000.0, 3000.0])).tolist() == [-1.0, 0.0, 1.0, 1.0]
+    z = fit_intensity({"type": "zscore"}, ct + 1300)
+    y = z.forward(ct + 1300)
+    assert not z.clip and abs(float(y.mean())) < 0.01 and float(y.std()) == pytest.approx(1.0, abs=0.01)
+    assert np.allclose(z.inverse(y), ct + 1300, atol=1e-2)
+
+
+def test_affine_from_range_and_bad_specs():
+    m = AffineIntensity.from_range(10.0, 30.0)
+    assert m.forward(np.array([10.0, 20.0, 30.0])).tolist() == [-1.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="must be one of"):
+        validate_spec({"type": "minmax"})
+    with pytest.raises(ValueError, match="needs"):
+        validate_spec({"type": "window", "low": 0})
+    with pytest.raises(ValueError, match="lower < upper"):
+        validate_spec({"type": "percentile", "lower": 99, "upper": 1})
+    with pytest.raises(ValueError, match="percentiles are equal"):
+        fit_intensity({"type": "percentile"}, np.pad(np.ones((4, 4, 4)), 1))
+
+
+def test_histogram_match_copies_the_reference_quantiles():
+    rng = np.random.default_rng(2)
+    values = rng.normal(0, 1, (16, 16, 16)).astype(np.float32)
+    reference = np.pad(rng.exponential(100.0, (14, 14, 14)).astype(np.float32) + 1, 1)
+    matched = histogram_match(values, reference)
+    ref_fg = reference[reference > 0]
+    for q in (5, 25, 50, 75, 95):
+        assert np.percentile(matched, q) == pytest.approx(np.percentile(ref_fg, q), rel=0.02)
+    order = np.argsort(values.ravel())
+    assert np.all(np.diff(matched.ravel()[order]) >= 0)  # monotone: structure is preserved

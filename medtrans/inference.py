@@ -47,7 +47,7 @@ __all__ = [
     "register",
 ]
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = {"auto": None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 BACKGROUND = -1.0  # normalised value used to pad
 
 
@@ -64,7 +64,8 @@ class InferenceSettings:
         slice_axis: axis of the canonical (RAS) volume that 2D models slice along (2 = axial).
         batch_size: slices per forward pass for 2D models.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast).
+        precision: ``"auto"`` (bf16 autocast on CUDA where supported, else fp16; fp32 on CPU), ``"fp32"``,
+            ``"bf16"`` or ``"fp16"`` (autocast).
         progress: show progress bars.
     """
 
@@ -75,7 +76,7 @@ class InferenceSettings:
     slice_axis: int = 2
     batch_size: int = 16
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -175,6 +176,8 @@ class Translator:
     # -- network passes -------------------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
         dtype = PRECISIONS[self.settings.precision]
+        if self.settings.precision == "auto" and self.device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
@@ -390,7 +393,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="2D models: axis of the RAS volume to slice (2 = axial)")
     p.add_argument("--batch-size", type=int, help="2D models: slices per forward pass (default 16)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--precision", choices=tuple(PRECISIONS), help="autocast precision (fp32 default; bf16 is ~2x faster on recent CPUs)")
+    p.add_argument("--precision", choices=tuple(PRECISIONS), help="autocast precision: auto (default: AMP on CUDA, fp32 on CPU), fp32, bf16 (~2x faster on CPUs with avx512_bf16), fp16")
     p.add_argument(
         "--target-intensity",
         choices=("model", "source", "histogram", "window"),

@@ -71,13 +71,23 @@ class SpatialCorrelativeLoss(_Loss):
         patch_size: neighbourhood side (32 in the 2D reference code; use ~8 in 3D, where the window is ``8³``).
         num_patches: query locations per layer (256).
         temperature: ``τ`` of ``"info"`` (0.1 in the reference code).
+        detach_source: stop gradients through the source's features (when training a generator); ``False`` when the
+            feature extractor itself learns from the loss (LSeSim).
 
     Raises:
         ValueError: on an unknown ``loss_type``.
     """
 
-    def __init__(self, loss_type: str = "cos", patch_size: int = 32, num_patches: int = 256, temperature: float = 0.1) -> None:
+    def __init__(
+        self,
+        loss_type: str = "cos",
+        patch_size: int = 32,
+        num_patches: int = 256,
+        temperature: float = 0.1,
+        detach_source: bool = True,
+    ) -> None:
         super().__init__()
+        self.detach_source = detach_source
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
         self.loss_type = loss_type
@@ -114,7 +124,7 @@ class SpatialCorrelativeLoss(_Loss):
         for fs, fo in zip(source_features, output_features):
             if fs.shape != fo.shape:
                 raise ValueError(f"source {tuple(fs.shape)} and output {tuple(fo.shape)} feature shapes differ")
-            map_s, ids = patch_self_similarity(fs.detach(), self.patch_size, self.num_patches)
+            map_s, ids = patch_self_similarity(fs.detach() if self.detach_source else fs, self.patch_size, self.num_patches)
             map_o, _ = patch_self_similarity(fo, self.patch_size, self.num_patches, ids)
             losses.append(self._compare(map_s, map_o))
         return torch.stack(losses).mean()

@@ -9,6 +9,7 @@ from medtrans.networks.discriminators import (
     patchgan,
 )
 from medtrans.networks.features import (
+    ConvFeatures,
     DiscriminatorFeatures,
     FeatureExtractor,
     HookFeatures,
@@ -21,6 +22,7 @@ from medtrans.networks.unit import UNIT, GaussianMixturePrior, UNITDecoder, UNIT
 
 __all__ = [
     "UNIT",
+    "ConvFeatures",
     "DiscriminatorFeatures",
     "FeatureExtractor",
     "GaussianMixturePrior",

@@ -12,11 +12,13 @@ import os
 from collections.abc import Callable, Sequence
 
 import torch
+from monai.networks.layers.factories import Conv
 from torch import nn
 
 from medtrans.networks.discriminators import discriminator_features
 
 __all__ = [
+    "ConvFeatures",
     "FeatureExtractor",
     "DiscriminatorFeatures",
     "HookFeatures",
@@ -56,6 +58,43 @@ class DiscriminatorFeatures(FeatureExtractor):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return _select(discriminator_features(self._discriminator[0](x)), self.layers)
+
+
+class ConvFeatures(FeatureExtractor):
+    """A small N-D convolutional feature pyramid that medtrans builds itself (no download, any ``spatial_dims``).
+
+    Each stage is conv 3 → LeakyReLU → stride-2 conv 3 → LeakyReLU; ``forward`` returns every stage's output. Its
+    weights are drawn from their own seeded generator, so the same ``seed`` gives the same network whatever the global
+    RNG state. Frozen, it is a fixed structure descriptor for self-similarity losses (self-similarity of random
+    convolutional features, in the spirit of MIND-like descriptors); trainable, it is LSeSim's learned extractor.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        channels: width of each stage.
+        seed: initialisation seed.
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64), seed: int = 0) -> None:
+        super().__init__()
+        conv = Conv[Conv.CONV, spatial_dims]
+        stages, prev = [], in_channels
+        for ch in channels:
+            stages.append(nn.Sequential(conv(prev, ch, 3, padding=1), nn.LeakyReLU(0.2), conv(ch, ch, 3, stride=2, padding=1), nn.LeakyReLU(0.2)))
+            prev = ch
+        self.stages = nn.ModuleList(stages)
+        generator = torch.Generator().manual_seed(seed)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                nn.init.kaiming_normal_(m.weight, a=0.2, generator=generator)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
 
 
 class HookFeatures(FeatureExtractor):

@@ -1,0 +1,98 @@
+"""Complete, atomic checkpoints: everything to resume exactly, and the generator record inference reads."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from ignite.engine import Engine, Events
+
+from medtrans.engine.rng import get_rng_state, set_rng_state
+from medtrans.model import atomic_torch_save
+
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointHandler", "latest_checkpoint"]
+
+CHECKPOINT_FORMAT = "medtrans.checkpoint/1"
+_NAME = re.compile(r"checkpoint_(\d+)\.pt$")
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The checkpoint with the highest iteration in ``folder`` (``None`` when there is none)."""
+    found = [(int(m.group(1)), p) for p in Path(folder).glob("checkpoint_*.pt") if (m := _NAME.search(p.name))]
+    return max(found)[1] if found else None
+
+
+def _is_main_rank() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+class CheckpointHandler:
+    """Saves ``checkpoint_<iteration>.pt`` every ``save_interval`` iterations and at the end; resumes from the latest.
+
+    A checkpoint holds the method's networks (with image pools), optimisers, schedulers and AMP scaler, the engine's
+    iteration and epoch, the training RNG state, the resolved config, and under ``"generator"`` the A→B generator record
+    that ``medtrans translate`` loads. Files are written to a temporary name and renamed, by rank 0 only; the oldest
+    are deleted beyond ``keep_last``. Nothing is saved when training stops on an exception (e.g. divergence), so the
+    newest checkpoint is the last good one.
+
+    Args:
+        trainer: the :class:`~medtrans.engine.trainer.TranslationTrainer` (its method, stream and metadata are read).
+        output_dir: folder of the checkpoints.
+        save_interval: iterations between checkpoints.
+        keep_last: checkpoints kept.
+        resume: load the latest checkpoint of ``output_dir`` (if any) when training starts.
+    """
+
+    def __init__(self, trainer: Any, output_dir: str | Path, save_interval: int = 1000, keep_last: int = 3, resume: bool = True) -> None:
+        self.trainer = trainer
+        self.output_dir = Path(output_dir)
+        self.save_interval = save_interval
+        self.keep_last = keep_last
+        self.resume = resume
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.load)
+        engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.save_interval), self.save)
+        engine.add_event_handler(Events.COMPLETED, self.save)
+
+    def payload(self, engine: Engine) -> dict[str, Any]:
+        method = self.trainer.method
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "method": method.name,
+            "training": method.training_state(),
+            "engine": {"iteration": engine.state.iteration, "epoch": engine.state.epoch},
+            "rng": get_rng_state(),
+            "config": self.trainer.config,
+            "generator": self.trainer.translation_model().record(),
+        }
+
+    def save(self, engine: Engine) -> Path | None:
+        if not _is_main_rank():
+            return None
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / f"checkpoint_{engine.state.iteration:08d}.pt"
+        if path.exists():
+            return path
+        atomic_torch_save(self.payload(engine), path)
+        kept = sorted(self.output_dir.glob("checkpoint_*.pt"))
+        for old in kept[: max(0, len(kept) - self.keep_last)]:
+            old.unlink()
+        return path
+
+    def load(self, engine: Engine) -> None:
+        path = latest_checkpoint(self.output_dir) if self.resume else None
+        if path is None:
+            return
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT or state.get("method") != self.trainer.method.name:
+            raise RuntimeError(f"{path}: not a {self.trainer.method.name} medtrans checkpoint; use another output_dir")
+        self.trainer.method.load_training_state(state["training"])
+        engine.state.iteration = state["engine"]["iteration"]
+        engine.state.epoch = engine.state.iteration // engine.state.epoch_length
+        set_rng_state(state["rng"])
+        self.trainer.data.resume_at(engine.state.iteration)
+        engine.logger.info(f"resumed from {path} at iteration {engine.state.iteration}")

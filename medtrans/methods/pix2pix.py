@@ -1,0 +1,76 @@
+"""pix2pix (Isola et al., CVPR 2017): paired translation with a conditional PatchGAN and an L1 term."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medtrans.methods.base import TranslationMethod
+
+__all__ = ["Pix2Pix"]
+
+
+class Pix2Pix(TranslationMethod):
+    """``G: A → B`` trained on co-registered pairs: ``L = L_GAN(G, D) + λ_L1 ‖G(a) − b‖₁``, ``D`` conditioned on ``a``.
+
+    Defaults from the paper / reference code: U-Net G, 70×70 PatchGAN D seeing ``[a, ·]`` (2 channels), vanilla (BCE)
+    GAN loss, λ_L1 = 100, Adam 2e-4, β₁ = 0.5.
+
+    Args:
+        spatial_dims: 2 or 3.
+        generator: network config of G (default U-Net).
+        discriminator: network config of D (its ``in_channels`` is set to twice the image channels).
+        lambda_l1: weight of the L1 term.
+        **kwargs: :class:`TranslationMethod` options (lr, precision, structure_losses, ...).
+    """
+
+    name = "pix2pix"
+    paired = True
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        generator: Mapping[str, Any] | None = None,
+        discriminator: Mapping[str, Any] | None = None,
+        lambda_l1: float = 100.0,
+        adversarial_criterion: str = "bce",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(spatial_dims, adversarial_criterion=adversarial_criterion, **kwargs)
+        c = self.in_channels
+        self._g_def = self.full_def(generator or {"_target_": "medtrans.networks.UNetGenerator", "in_channels": c, "out_channels": c})
+        self.net_g = self.build(self._g_def)
+        self.net_d = self.build({**(discriminator or {"_target_": "medtrans.networks.patchgan"}), "in_channels": 2 * c})
+        self.lambda_l1 = lambda_l1
+
+    @property
+    def generator(self) -> nn.Module:
+        return self.net_g
+
+    @property
+    def generator_def(self) -> dict[str, Any]:
+        return self._g_def
+
+    def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
+        return {"generator": self.net_g.parameters(), "discriminator": self.net_d.parameters()}
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        real_a, real_b = batch["a"], batch["b"]
+        fake_b = self.net_g(real_a)
+        self.set_requires_grad([self.net_d], True)
+        loss_d = self.discriminator_adversarial(
+            self.net_d, torch.cat([real_a, real_b], 1), torch.cat([real_a, fake_b], 1)
+        )
+        self.optimize("discriminator", loss_d)
+        self.set_requires_grad([self.net_d], False)
+        loss_gan = self.generator_adversarial(self.net_d, torch.cat([real_a, fake_b], 1))
+        loss_l1 = F.l1_loss(fake_b, real_b)
+        loss_g = loss_gan + self.lambda_l1 * loss_l1 + self.structure_penalty(real_a, fake_b)
+        self.optimize("generator", loss_g)
+        self.set_requires_grad([self.net_d], True)
+        self.visuals = {"source": real_a, "output": fake_b, "target": real_b}
+        return {"g_gan": loss_gan, "g_l1": loss_l1, "d": loss_d}

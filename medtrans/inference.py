@@ -39,6 +39,7 @@ from medtrans.utils import resolve_device
 
 __all__ = [
     "InferenceSettings",
+    "translate_path",
     "Translation",
     "Translator",
     "faithfulness_paths",
@@ -429,26 +430,48 @@ def _target_spec(args: argparse.Namespace) -> dict[str, Any] | None:
     return {"type": "source"}
 
 
-def run_translate(args: argparse.Namespace) -> int:
-    """Body of ``medtrans translate``; returns the exit status."""
-    model = load_model(args.model)
-    values = dict(model.inference)
-    for name in ("roi_size", "overlap", "sw_batch_size", "blend_mode", "slice_axis", "batch_size", "device", "precision"):
-        if getattr(args, name) is not None:
-            values[name] = getattr(args, name)
-    values["progress"] = not args.no_progress
-    translator = Translator(model, InferenceSettings(**values), _target_spec(args))
-    inputs = list_inputs(args.input)
-    pairs = list(_pairs(inputs, args.input, args.output))
+def translate_path(
+    input_path: str | Path,
+    output_path: str | Path,
+    model: str | Path | TranslationModel,
+    faithfulness_map: str | Path | None = None,
+    mask: str | Path | None = None,
+    target_intensity: dict[str, Any] | None = None,
+    faithfulness_eps: float = 0.15,
+    **settings: Any,
+) -> list[Path]:
+    """Translate a file, a DICOM series folder, or every volume of a folder (then ``output_path`` is a folder).
+
+    Args:
+        input_path: what to translate.
+        output_path: output file, or folder for a folder input.
+        model: a loaded model, or a checkpoint / bundle path.
+        faithfulness_map: also write faithfulness maps (a folder for a folder input).
+        mask: foreground mask for the intensity statistics (single input).
+        target_intensity: override of the model's back-mapping.
+        faithfulness_eps: ε of the maps.
+        **settings: :class:`InferenceSettings` fields (override the model's saved defaults).
+
+    Returns:
+        the written outputs.
+
+    Raises:
+        MedtransError: for bad inputs or models; for a folder, after trying every volume, listing those that failed.
+    """
+    model = model if isinstance(model, TranslationModel) else load_model(model)
+    translator = Translator(model, InferenceSettings(**{**model.inference, **settings}), target_intensity)
+    input_path, output_path = Path(input_path), Path(output_path)
+    pairs = list(_pairs(list_inputs(input_path), input_path, output_path))
     maps_dir = None
-    if args.faithfulness_map is not None and len(pairs) > 1:
-        maps_dir = args.faithfulness_map
+    if faithfulness_map is not None and len(pairs) > 1:
+        maps_dir = Path(faithfulness_map)
         maps_dir.mkdir(exist_ok=True)
-    failures = []
-    for src, dst in tqdm(pairs, desc="volumes", disable=args.no_progress or len(pairs) == 1):
-        fmap = args.faithfulness_map if maps_dir is None else maps_dir / _output_name(src)
+    failures, written = [], []
+    progress = translator.settings.progress and len(pairs) > 1
+    for src, dst in tqdm(pairs, desc="volumes", disable=not progress):
+        fmap = faithfulness_map if maps_dir is None else maps_dir / _output_name(src)
         try:
-            translator.translate_file(src, dst, fmap, args.mask, args.faithfulness_eps)
+            written.append(translator.translate_file(src, dst, fmap, mask, faithfulness_eps))
         except InputError as err:
             if len(pairs) == 1:
                 raise
@@ -456,4 +479,14 @@ def run_translate(args: argparse.Namespace) -> int:
             tqdm.write(f"medtrans: skipped {err}")
     if failures:
         raise MedtransError(f"{len(failures)} of {len(pairs)} volumes failed:\n  " + "\n  ".join(failures))
+    return written
+
+
+def run_translate(args: argparse.Namespace) -> int:
+    """Body of ``medtrans translate``; returns the exit status."""
+    settings = {name: getattr(args, name) for name in
+                ("roi_size", "overlap", "sw_batch_size", "blend_mode", "slice_axis", "batch_size", "device", "precision")
+                if getattr(args, name) is not None}
+    translate_path(args.input, args.output, args.model, args.faithfulness_map, args.mask, _target_spec(args),
+                   args.faithfulness_eps, progress=not args.no_progress, **settings)
     return 0

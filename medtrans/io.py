@@ -44,9 +44,25 @@ def is_nifti(path: str | Path) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
+def _has_dicom_file(folder: Path, max_files: int = 64) -> bool:
+    """A cheap, quiet pre-check: a file of the folder carries the DICOM preamble magic ``DICM`` at byte 128."""
+    for i, entry in enumerate(p for p in folder.iterdir() if p.is_file()):
+        if i >= max_files:
+            break
+        try:
+            with open(entry, "rb") as f:
+                f.seek(128)
+                if f.read(4) == b"DICM":
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 def is_dicom_dir(path: str | Path) -> bool:
     """Whether ``path`` is a folder holding at least one DICOM series (SimpleITK/GDCM)."""
-    if not Path(path).is_dir():
+    path = Path(path)
+    if not path.is_dir() or not _has_dicom_file(path):
         return False
     import SimpleITK as sitk
 

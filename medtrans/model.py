@@ -138,13 +138,14 @@ def _from_bundle(folder: Path) -> TranslationModel:
     parser = ConfigParser()
     parser.read_config(str(config_file))
     parser["bundle_root"] = str(folder)
-    if "network_def" not in parser.config:
-        raise ModelError(config_file, "defines no network_def")
-    network_def = parser.get("network_def")
-    network = build_network(network_def, config_file)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "format" in state:  # a medtrans generator record saved as the bundle's model
         return _from_record(state, weights)
+    if "network_def" not in parser.config:
+        raise ModelError(config_file, "defines no network_def")
+    network_def = parser.get_parsed_content("network_def", instantiate=False)
+    network_def = dict(network_def.get_config() if hasattr(network_def, "get_config") else network_def)
+    network = build_network(network_def, config_file)
     _load_weights(network, state, weights)
     pre = parser.get("preprocessing", {}) or {}
     return TranslationModel(

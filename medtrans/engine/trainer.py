@@ -151,6 +151,14 @@ class TranslationTrainer(Trainer):
         """The live A→B generator with the data's preprocessing and back-mapping, as inference needs it."""
         return self.method.translation_model(self.data.preprocessing_a, self.target_intensity(), self.inference_defaults)
 
+    def export(self, path: str | Path) -> Path | None:
+        """Write the A→B generator record (a bundle's ``models/model.pt``), atomically; rank 0 only."""
+        if not _main_rank():
+            return None
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return save_generator(path, self.translation_model())
+
     # -- handlers ---------------------------------------------------------------------------------------------------
     def _log(self, engine: Engine) -> None:
         out = engine.state.output or {}

@@ -56,6 +56,10 @@ def _linear_decay(constant: int, decay: int):
 class TranslationMethod(nn.Module):
     """Base of every translation method.
 
+    Network options (``generator``, ``discriminator``) are bundle-style configs; their ``_target_`` defaults to the
+    method's architecture, so a config may give only arguments (a bundle must, or MONAI's ConfigParser would build the
+    network before the method sees the config).
+
     Subclasses set ``name`` (and ``paired = True`` for supervised methods), build their networks in ``__init__``, and
     implement :meth:`optimizer_groups`, :meth:`train_step` and the :attr:`generator` / :attr:`generator_def` pair that
     inference uses. Inside :meth:`train_step` they call :meth:`optimize` for each optimiser, which guards against
@@ -154,16 +158,23 @@ class TranslationMethod(nn.Module):
         for net in networks:
             net.requires_grad_(flag)
 
+    def _logits(self, discriminator: nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
+        logits = discriminator_logits(discriminator(image))
+        if not all(torch.isfinite(t.detach()).all() for t in logits):  # BCE would fail on NaN with a cryptic message
+            raise DivergenceError(
+                f"{type(self).__name__}: a discriminator output is nan/inf at iteration {self.iteration}; training "
+                "stopped, the last checkpoint is the last good one (lower the learning rate or use fp32)"
+            )
+        return logits
+
     def generator_adversarial(self, discriminator: nn.Module, fake: torch.Tensor) -> torch.Tensor:
         """The generator's adversarial loss: ``fake`` should be judged real."""
-        return self.adversarial_loss(discriminator_logits(discriminator(fake)), target_is_real=True, for_discriminator=False)
+        return self.adversarial_loss(self._logits(discriminator, fake), target_is_real=True, for_discriminator=False)
 
     def discriminator_adversarial(self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """½ (real judged real + fake judged fake), the fake detached."""
-        loss_real = self.adversarial_loss(discriminator_logits(discriminator(real)), target_is_real=True, for_discriminator=True)
-        loss_fake = self.adversarial_loss(
-            discriminator_logits(discriminator(fake.detach())), target_is_real=False, for_discriminator=True
-        )
+        loss_real = self.adversarial_loss(self._logits(discriminator, real), target_is_real=True, for_discriminator=True)
+        loss_fake = self.adversarial_loss(self._logits(discriminator, fake.detach()), target_is_real=False, for_discriminator=True)
         return 0.5 * (loss_real + loss_fake)
 
     def structure_penalty(self, source: torch.Tensor, output: torch.Tensor) -> torch.Tensor:

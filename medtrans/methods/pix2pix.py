@@ -42,9 +42,11 @@ class Pix2Pix(TranslationMethod):
     ) -> None:
         super().__init__(spatial_dims, adversarial_criterion=adversarial_criterion, **kwargs)
         c = self.in_channels
-        self._g_def = self.full_def(generator or {"_target_": "medtrans.networks.UNetGenerator", "in_channels": c, "out_channels": c})
+        self._g_def = self.full_def(
+            {"_target_": "medtrans.networks.UNetGenerator", **(generator or {}), "in_channels": c, "out_channels": c}
+        )
         self.net_g = self.build(self._g_def)
-        self.net_d = self.build({**(discriminator or {"_target_": "medtrans.networks.patchgan"}), "in_channels": 2 * c})
+        self.net_d = self.build({"_target_": "medtrans.networks.patchgan", **(discriminator or {}), "in_channels": 2 * c})
         self.lambda_l1 = lambda_l1
 
     @property

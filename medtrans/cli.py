@@ -24,8 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_modules() -> list:
     from medtrans import inference
+    from medtrans.engine import command
 
-    return [inference]
+    return [command, inference]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

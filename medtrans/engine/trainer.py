@@ -204,7 +204,7 @@ class TranslationTrainer(Trainer):
         cfg = self.validation
         settings = InferenceSettings(
             roi_size=tuple(cfg.get("roi_size", (96, 96, 96))), overlap=float(cfg.get("overlap", 0.25)), progress=False,
-            device=str(self.device),
+            device=str(self.method.device),
         )
         translator = Translator(self.translation_model(), settings)
         self.method.eval()

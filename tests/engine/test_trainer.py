@@ -123,3 +123,22 @@ def test_ranks_get_their_own_subject_shards():
     # DistributedSampler pads 5 subjects to 3 per rank by repeating one: full coverage, overlap only from padding
     assert shards[0] | shards[1] == set(range(5)) and len(shards[0] & shards[1]) <= 1
     assert len(shards[0]) == len(shards[1]) == 3
+
+
+def test_validation_scores_whole_volumes_and_keeps_the_best_generator(tmp_path):
+    seed_everything(0)
+    method = build_method("pix2pix", spatial_dims=2, generator={"channels": (4, 8), "strides": (2,)},
+                          discriminator={"channels": 4, "num_layers": 2})
+    a = ImageRecord("s", shared_file("spm-templates/canonical/avg152T1.nii"))
+    b = ImageRecord("s", shared_file("spm-templates/canonical/avg152T2.nii"))
+    stream = TrainStream([a], [b], {"patch_size": [32, 32, 1], "samples_per_volume": 2, "max_length": 4}, batch_size=2,
+                         paired=True)
+    validation = {"pairs": [[str(a.image), str(b.image), None]], "interval": 1, "metric": "psnr"}
+    trainer = TranslationTrainer(method, stream, tmp_path, max_epochs=2, epoch_length=2, device="cpu", tracking="none",
+                                 progress=False, validation=validation)
+    trainer.run()
+    metrics = trainer.state.metrics
+    assert set(metrics) == {"val_psnr", "val_ssim", "val_mae"}
+    assert 0 < metrics["val_psnr"] < 60 and -1 <= metrics["val_ssim"] <= 1 and metrics["val_mae"] > 0
+    best = load_model(tmp_path / "best_generator.pt")
+    assert best.spatial_dims == 2 and trainer.best >= metrics["val_psnr"] - 1e-9

@@ -1,0 +1,38 @@
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medtrans.cli import main
+from medtrans.engine.command import parse_assignments
+from medtrans.errors import InputError
+from tests.conftest import shared_file
+
+
+def test_parse_assignments():
+    assert parse_assignments(["lambda_ngf=10", 'generator={"channels": [4, 8]}', "variant=fastcut"]) == {
+        "lambda_ngf": 10, "generator": {"channels": [4, 8]}, "variant": "fastcut"}
+    with pytest.raises(InputError, match="KEY=VALUE"):
+        parse_assignments(["oops"])
+
+
+def test_train_command_end_to_end(tmp_path):
+    for domain, name in (("a", "avg152T1.nii"), ("b", "avg152T2.nii")):
+        (tmp_path / domain).mkdir()
+        shutil.copy(shared_file(f"spm-templates/canonical/{name}"), tmp_path / domain / "s1.nii")
+    run = tmp_path / "run"
+    code = main(["train", "--method", "nec", "--data-a", str(tmp_path / "a"), "--data-b", str(tmp_path / "b"),
+                 "--output", str(run), "--dims", "2", "--patch-size", "32", "32", "1", "--batch-size", "2",
+                 "--iterations", "4", "--epoch-length", "2", "--workers", "0", "--tracking", "none", "--no-progress",
+                 "--validate", str(tmp_path / "a" / "s1.nii"), str(tmp_path / "b" / "s1.nii"),
+                 "--set", 'generator={"channels": [4, 8], "strides": [2]}',
+                 'discriminator={"channels": 4, "num_layers": 2, "num_scales": 1}'])
+    assert code == 0
+    assert {"checkpoint_00000004.pt", "generator.pt", "best_generator.pt"} <= {p.name for p in run.iterdir()}
+    out = tmp_path / "t2.nii.gz"
+    assert main(["translate", str(tmp_path / "a" / "s1.nii"), str(out), "--model", str(run / "generator.pt"),
+                 "--no-progress"]) == 0
+    assert nib.load(out).shape == (91, 109, 91)
+    assert np.isfinite(nib.load(out).get_fdata()).all()

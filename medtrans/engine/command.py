@@ -58,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tracking", choices=TRACKING_TYPES, default="tensorboard")
+    p.add_argument("--log-interval", type=int, default=10, help="iterations between log lines / tracked scalars")
     p.add_argument("--montage-interval", type=int, default=500)
     p.add_argument("--validate", nargs="+", action="append", metavar="PATH",
                    help="a validation pair A B [MASK] (repeatable); the best generator is kept by PSNR")
@@ -93,7 +94,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
     trainer = TranslationTrainer(
         method, data, args.output, max_epochs=epochs, epoch_length=args.epoch_length, device=args.device,
-        tracking=args.tracking, montage_interval=args.montage_interval, validation=validation,
+        tracking=args.tracking, log_interval=args.log_interval, montage_interval=args.montage_interval, validation=validation,
         inference={"roi_size": patch} if args.dims == 3 else {}, config=config, progress=not args.no_progress,
     )
     trainer.run()

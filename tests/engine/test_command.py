@@ -36,3 +36,19 @@ def test_train_command_end_to_end(tmp_path):
                  "--no-progress"]) == 0
     assert nib.load(out).shape == (91, 109, 91)
     assert np.isfinite(nib.load(out).get_fdata()).all()
+
+
+def test_mlflow_tracking_records_losses(tmp_path):
+    mlflow = pytest.importorskip("mlflow", reason="the 'tracking' extra is not installed")
+    for domain, name in (("a", "avg152T1.nii"), ("b", "avg152T2.nii")):
+        (tmp_path / domain).mkdir()
+        shutil.copy(shared_file(f"spm-templates/canonical/{name}"), tmp_path / domain / "s1.nii")
+    run = tmp_path / "run"
+    assert main(["train", "--method", "cut", "--data-a", str(tmp_path / "a"), "--data-b", str(tmp_path / "b"),
+                 "--output", str(run), "--dims", "2", "--patch-size", "32", "32", "1", "--iterations", "2",
+                 "--epoch-length", "1", "--workers", "0", "--tracking", "mlflow", "--log-interval", "1", "--no-progress",
+                 "--set", 'generator={"channels": 4, "num_res_blocks": 1}', "num_patches=16",
+                 'discriminator={"channels": 4, "num_layers": 2}']) == 0
+    mlflow.set_tracking_uri(f"sqlite:///{run / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["medtrans"])
+    assert len(runs) == 1 and "metrics.nce" in runs.columns and runs["params.method"][0] == "cut"

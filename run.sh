@@ -18,7 +18,7 @@ if [ "$(cat "$VENV/.installed" 2>/dev/null)" != "$want" ]; then
   echo "[medtrans] installing dependencies into $VENV (log: $VENV/pip.log)" >&2
   extra=()
   if [ -n "${MEDTRANS_TORCH_INDEX:-}" ]; then extra=(--extra-index-url "$MEDTRANS_TORCH_INDEX"); fi
-  if ! "$VENV/bin/python" -m pip install -c constraints.txt "${extra[@]}" -e ".[test]" >"$VENV/pip.log" 2>&1; then
+  if ! "$VENV/bin/python" -m pip install -c constraints.txt "${extra[@]}" -e ".[test,demo]" >"$VENV/pip.log" 2>&1; then
     tail -n 40 "$VENV/pip.log" >&2
     echo "[medtrans] pip install failed, see $VENV/pip.log" >&2
     exit 1

@@ -23,10 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command_modules() -> list:
-    from medtrans import inference
+    from medtrans import demo, evaluate, inference
     from medtrans.engine import command
 
-    return [command, inference]
+    return [demo, command, inference, evaluate]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

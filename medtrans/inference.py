@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from medtrans.data.intensity import (
     TARGET_TYPES,
     AffineIntensity,
+    background_value,
     fit_intensity,
     foreground_mask,
     histogram_match,
@@ -279,14 +280,22 @@ class Translator:
         )
 
     def _to_target(self, y: np.ndarray, source_map: AffineIntensity, source: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        """Network range → target units; where the input is background, the target domain's background value."""
         kind = self.target_intensity["type"]
         if kind == "source":
-            return source_map.inverse(y)
-        if kind == "window":
-            return AffineIntensity.from_range(float(self.target_intensity["low"]), float(self.target_intensity["high"])).inverse(y)
-        if self._reference is None:
-            self._reference = read_volume(self.target_intensity["reference"])
-        return histogram_match(y, self._reference.data, mask=foreground_mask(source, mask))
+            out, background = source_map.inverse(y), background_value(source)
+        elif kind == "window":
+            spec = self.target_intensity
+            out = AffineIntensity.from_range(float(spec["low"]), float(spec["high"])).inverse(y)
+            background = spec.get("background")
+        else:
+            if self._reference is None:
+                self._reference = read_volume(self.target_intensity["reference"])
+            out = histogram_match(y, self._reference.data, mask=foreground_mask(source, mask))
+            background = background_value(self._reference.data)
+        if background is not None:
+            out = np.where(foreground_mask(source), out, np.float32(background))
+        return out.astype(np.float32)
 
     def translate_file(
         self,
@@ -311,7 +320,7 @@ class Translator:
         volume = read_volume(input_path)
         mask = None
         if mask_path is not None:
-            mask_volume = read_volume(mask_path)
+            mask_volume = read_volume(mask_path, allow_constant=True)
             if mask_volume.data.shape != volume.data.shape or not np.allclose(mask_volume.affine, volume.affine, atol=1e-3):
                 raise InputError(mask_path, f"mask grid differs from the image {volume.path}")
             mask = mask_volume.data > 0
@@ -358,7 +367,7 @@ def _output_name(path: Path) -> str:
 
 
 def _pairs(inputs: list[Path], input_arg: Path, output: Path) -> Iterator[tuple[Path, Path]]:
-    if len(inputs) == 1 and inputs[0] == input_arg:
+    if inputs == [input_arg]:
         yield inputs[0], output
         return
     if output.exists() and not output.is_dir():
@@ -461,9 +470,11 @@ def translate_path(
     model = model if isinstance(model, TranslationModel) else load_model(model)
     translator = Translator(model, InferenceSettings(**{**model.inference, **settings}), target_intensity)
     input_path, output_path = Path(input_path), Path(output_path)
-    pairs = list(_pairs(list_inputs(input_path), input_path, output_path))
+    inputs = list_inputs(input_path)
+    single = len(inputs) == 1 and inputs[0] == input_path  # a file or one DICOM series, not a folder of volumes
+    pairs = list(_pairs(inputs, input_path, output_path))
     maps_dir = None
-    if faithfulness_map is not None and len(pairs) > 1:
+    if faithfulness_map is not None and not single:
         maps_dir = Path(faithfulness_map)
         maps_dir.mkdir(exist_ok=True)
     failures, written = [], []
@@ -473,7 +484,7 @@ def translate_path(
         try:
             written.append(translator.translate_file(src, dst, fmap, mask, faithfulness_eps))
         except InputError as err:
-            if len(pairs) == 1:
+            if single:
                 raise
             failures.append(str(err))
             tqdm.write(f"medtrans: skipped {err}")

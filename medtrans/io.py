@@ -87,11 +87,12 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, affine
 
 
-def read_volume(path: str | Path) -> Volume:
+def read_volume(path: str | Path, allow_constant: bool = False) -> Volume:
     """Read a 3D volume and check it can be translated.
 
     Args:
         path: a ``.nii``/``.nii.gz`` file or a folder holding one DICOM series.
+        allow_constant: accept a constant volume (masks may be all ones).
 
     Returns:
         the volume as float32; a trailing singleton 4th axis is dropped.
@@ -128,7 +129,7 @@ def read_volume(path: str | Path) -> Volume:
         raise InputError(path, f"expected a 3D volume, got shape {data.shape} (a single slice)")
     if not np.isfinite(data).all():
         raise InputError(path, f"contains {int((~np.isfinite(data)).sum())} NaN/Inf voxels")
-    if float(data.max()) == float(data.min()):
+    if not allow_constant and float(data.max()) == float(data.min()):
         raise InputError(path, f"is a constant image (every voxel = {float(data.min())}); nothing to translate")
     return Volume(np.ascontiguousarray(data, dtype=np.float32), np.asarray(affine, dtype=np.float64), path, header)
 

@@ -115,6 +115,13 @@ def test_target_intensity_options(tmp_path):
     settings = InferenceSettings(roi_size=(128, 128, 128), progress=False)
     window = Translator(_identity_model({"type": "window", "low": 0, "high": 1000}), settings).translate(source)
     assert window.output.min() >= 0 and window.output.max() == pytest.approx(1000, rel=1e-5)
+    # where the input is background, the output gets the target domain's recorded background value
+    spec = {"type": "window", "low": 100, "high": 1000, "background": -5.0}
+    stripped = np.zeros((40, 40, 40), np.float32)
+    stripped[8:32, 8:32, 8:32] = np.random.default_rng(0).uniform(10, 50, (24, 24, 24))  # skull-stripped: 0 outside
+    restored = Translator(_identity_model(spec), settings).translate(Volume(stripped, np.eye(4), path=None)).output
+    background = stripped == 0
+    assert np.all(restored[background] == -5.0) and restored[~background].min() >= 100 - 1e-3
     hist = Translator(_identity_model(), settings, {"type": "histogram", "reference": str(reference)}).translate(source)
     ref = np.asarray(nib.load(reference).dataobj)
     fg = source.data > 0
@@ -203,6 +210,17 @@ def test_failure_mid_translation_leaves_no_output(cli_env, monkeypatch):
     with pytest.raises(RuntimeError):
         main(["translate", str(good), str(out_dir / "o.nii.gz"), "--model", str(model), "--no-progress"])
     assert os.listdir(out_dir) == []
+
+
+def test_folder_with_one_volume_is_still_a_folder(cli_env, capsys):
+    tmp_path, good, model, _ = cli_env
+    folder = tmp_path / "one"
+    folder.mkdir()
+    nib.save(nib.load(good), folder / "only.nii.gz")
+    code, _ = _translate(capsys, folder, tmp_path / "out_one", "--model", model, "--faithfulness-map", tmp_path / "maps")
+    assert code == 0
+    assert os.listdir(tmp_path / "out_one") == ["only.nii.gz"]
+    assert sorted(os.listdir(tmp_path / "maps")) == ["only.nii.gz", "only_erased.nii.gz", "only_invented.nii.gz"]
 
 
 def test_folder_in_folder_out(cli_env, capsys):

@@ -12,7 +12,7 @@ import torchio as tio
 from torch.utils.data.distributed import DistributedSampler
 
 from medtrans.data import ImageRecord, PatchBatches, Preprocessing, QueueConfig, domain_queue, list_domain, make_subject
-from medtrans.data.intensity import fit_intensity
+from medtrans.data.intensity import background_value, fit_intensity
 from medtrans.data.queues import paired_subject
 from medtrans.data.sources import pair_domains
 from medtrans.engine.rng import RNGStream
@@ -120,19 +120,21 @@ class TrainStream:
     def target_intensity(self, max_volumes: int = 8) -> dict[str, Any]:
         """How translations map back to domain B units: the mean 1–99th-percentile range of (up to ``max_volumes``)
         training B volumes for a percentile mapping — per-dataset statistics —, B's own window for a window mapping,
-        and the input's own inverse (``"source"``) for z-scoring, which has no fixed range."""
+        and the input's own inverse (``"source"``) for z-scoring, which has no fixed range. ``background`` is domain
+        B's background value (median of the volumes' corner values), given to voxels where the input is background."""
         spec = self.preprocessing_b.intensity
         if spec["type"] == "window":
-            return {"type": "window", "low": float(spec["low"]), "high": float(spec["high"])}
+            return {"type": "window", "low": float(spec["low"]), "high": float(spec["high"]), "background": float(spec["low"])}
         if spec["type"] != "percentile":
             return {"type": "source"}
-        ranges = []
+        ranges, backgrounds = [], []
         for record in self.records_b[:max_volumes]:
             volume = read_volume(record.image)
-            mask = read_volume(record.mask).data > 0 if record.mask is not None else None
+            mask = read_volume(record.mask, allow_constant=True).data > 0 if record.mask is not None else None
             ranges.append(fit_intensity(spec, volume.data, mask).range)
+            backgrounds.append(background_value(volume.data))
         low, high = np.mean(ranges, axis=0)
-        return {"type": "window", "low": float(low), "high": float(high)}
+        return {"type": "window", "low": float(low), "high": float(high), "background": float(np.median(backgrounds))}
 
     def resume_at(self, iteration: int) -> None:
         """Position the stream as it was after ``iteration`` batches of a run with the same seed."""

@@ -211,7 +211,7 @@ class TranslationTrainer(Trainer):
         scores: dict[str, list[float]] = {k: [] for k in VALIDATION_METRICS}
         for a_path, b_path, *rest in cfg["pairs"]:
             source, target = read_volume(a_path), read_volume(b_path)
-            mask = read_volume(rest[0]).data > 0 if rest and rest[0] else None
+            mask = read_volume(rest[0], allow_constant=True).data > 0 if rest and rest[0] else None
             result = translator.translate(source, mask)
             b_norm = fit_intensity(self.data.preprocessing_b.intensity, target.data, mask).forward(target.data)
             scores["psnr"].append(psnr(result.output_normalized, b_norm, 2.0, mask))

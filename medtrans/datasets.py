@@ -1,0 +1,136 @@
+"""An embedded default dataset: BrainWeb-style synthetic T1w/T2w subjects built from the ICBM152 anatomy in nilearn.
+
+Real anatomy — the ICBM 2009a grey- and white-matter probability maps shipped inside the nilearn wheel — is turned into
+T1- and T2-weighted images with the spin-echo signal equation per tissue class, partial-volume mixed:
+
+    S = Σ_k p_k · PD_k · (1 − exp(−TR / T1_k)) · exp(−TE / T2_k)
+
+with CSF as the rest of the brain envelope. Each synthetic subject gets its own smooth random deformation (a few mm),
+tissue parameters jittered by a few percent, a smooth multiplicative bias field and Rician noise, so subjects differ
+the way scans do. Brains are skull-stripped (background 0), like ../shared/data/lesjak-ms-mni.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from medtrans.errors import MedtransError
+from medtrans.io import atomic_write
+
+__all__ = ["SEQUENCES", "TISSUES", "make_synthetic_brains", "load_icbm152"]
+
+# (PD, T1 ms, T2 ms) at 1.5 T, typical literature values
+TISSUES = {"csf": (1.0, 4000.0, 2000.0), "gm": (0.8, 1000.0, 100.0), "wm": (0.65, 650.0, 80.0)}
+SEQUENCES = {"t1": (500.0, 15.0), "t2": (4000.0, 100.0), "pd": (4000.0, 15.0)}  # (TR ms, TE ms)
+_FILES = {"gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz", "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"}
+
+
+def load_icbm152(voxel_mm: float = 2.0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """ICBM152 2009a tissue probabilities (``gm``, ``wm``, ``csf``) resampled to ``voxel_mm``, and their affine.
+
+    Raises:
+        MedtransError: when nilearn (the ``demo`` extra) is not installed.
+    """
+    try:
+        folder = importlib.resources.files("nilearn") / "datasets" / "data"
+    except ModuleNotFoundError as err:
+        raise MedtransError("the embedded demo data needs nilearn: pip install -c constraints.txt -e '.[demo]'") from err
+    maps, affine = {}, None
+    for tissue, name in _FILES.items():
+        image = nib.load(str(folder / name))
+        data = np.asarray(image.dataobj, dtype=np.float32) / 255.0
+        zoom = float(image.header.get_zooms()[0]) / voxel_mm
+        maps[tissue] = np.clip(ndimage.zoom(data, zoom, order=1), 0, 1)
+        affine = image.affine.copy()
+        affine[:3, :3] *= voxel_mm / float(image.header.get_zooms()[0])
+    tissue_sum = maps["gm"] + maps["wm"]
+    brain = ndimage.binary_fill_holes(ndimage.binary_closing(tissue_sum > 0.2, iterations=2))
+    brain = ndimage.binary_dilation(brain, iterations=1)
+    maps["csf"] = np.clip(brain.astype(np.float32) - tissue_sum, 0, 1)
+    return maps, affine
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], sigma: float, amplitude: float) -> np.ndarray:
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
+    return field / (np.abs(field).max() + 1e-12) * amplitude
+
+
+def _subject(maps: dict[str, np.ndarray], rng: np.random.Generator, sequences: tuple[str, ...],
+             deform_voxels: float, bias: float, noise: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    shape = maps["gm"].shape
+    grid = np.indices(shape, dtype=np.float32)
+    coords = grid + np.stack([_smooth_field(rng, shape, 6.0, deform_voxels) for _ in range(3)])
+    warped = {k: ndimage.map_coordinates(v, coords, order=1, mode="constant") for k, v in maps.items()}
+    brain = (warped["gm"] + warped["wm"] + warped["csf"]) > 0.5
+    bias_field = np.exp(_smooth_field(rng, shape, 12.0, bias))
+    images = {}
+    for seq in sequences:
+        tr, te = SEQUENCES[seq]
+        signal = np.zeros(shape, np.float32)
+        for tissue, (pd, t1, t2) in TISSUES.items():
+            j = rng.uniform(0.95, 1.05, 3)
+            signal += warped[tissue] * pd * j[0] * (1 - np.exp(-tr / (t1 * j[1]))) * np.exp(-te / (t2 * j[2]))
+        signal = signal * bias_field
+        sigma = noise * float(signal[brain].max())
+        noisy = np.sqrt((signal + rng.normal(0, sigma, shape)) ** 2 + rng.normal(0, sigma, shape) ** 2)
+        images[seq] = np.where(brain, noisy * 1000.0, 0.0).astype(np.float32)
+    return images, brain
+
+
+def make_synthetic_brains(
+    output: str | Path,
+    num_a: int = 4,
+    num_b: int = 4,
+    num_test: int = 1,
+    seed: int = 0,
+    voxel_mm: float = 2.0,
+    deform_voxels: float = 2.0,
+    bias: float = 0.15,
+    noise: float = 0.02,
+) -> Path:
+    """Write an unpaired T1w→T2w dataset: ``A/`` (T1w), ``B/`` (T2w, other subjects), and paired ``test/{A,B,mask}``.
+
+    Args:
+        output: folder to create.
+        num_a: training subjects with a T1w volume.
+        num_b: other training subjects with a T2w volume (disjoint from A's: truly unpaired).
+        num_test: held-out subjects with T1w, T2w and brain mask (the ground truth for evaluation).
+        seed: random seed.
+        voxel_mm: isotropic voxel size.
+        deform_voxels: maximum displacement of the random deformations, in voxels.
+        bias: amplitude of the log bias field.
+        noise: Rician noise σ as a fraction of the brightest brain signal.
+
+    Returns:
+        ``output``.
+    """
+    output = Path(output)
+    maps, affine = load_icbm152(voxel_mm)
+    rng = np.random.default_rng(seed)
+    plan = [("A", "t1", f"a{i:02d}") for i in range(num_a)] + [("B", "t2", f"b{i:02d}") for i in range(num_b)]
+    plan += [("test", None, f"test{i:02d}") for i in range(num_test)]
+    for folder in ("A", "B", "test/A", "test/B", "test/mask"):
+        (output / folder).mkdir(parents=True, exist_ok=True)
+
+    def save(path: Path, data: np.ndarray) -> None:
+        image = nib.Nifti1Image(data, affine)
+        image.set_qform(affine, code=1)
+        image.set_sform(affine, code=1)
+        atomic_write(path, lambda tmp: nib.save(image, tmp))
+
+    for folder, sequence, name in plan:
+        sequences = ("t1", "t2") if sequence is None else (sequence,)
+        images, brain = _subject(maps, rng, sequences, deform_voxels, bias, noise)
+        if sequence is not None:
+            save(output / folder / f"{name}.nii.gz", images[sequence])
+        else:
+            save(output / "test" / "A" / f"{name}.nii.gz", images["t1"])
+            save(output / "test" / "B" / f"{name}.nii.gz", images["t2"])
+            save(output / "test" / "mask" / f"{name}.nii.gz", brain.astype(np.float32))
+    return output

@@ -1,0 +1,230 @@
+"""``medtrans evaluate``: score translations against targets the way a careful reviewer would.
+
+Protocol (documented in docs/evaluation.md):
+
+1. Prediction and target must share a voxel grid (shape and affine), else the pair is refused.
+2. Optional NEC protocol steps on the prediction: histogram matching to the target inside the mask, then a Gaussian of
+   σ = 0.5 mm on both.
+3. Intensity normalisation with a *fixed, documented* data range — never inferred from the prediction:
+   ``target`` (default): both volumes scaled by the target's 1st–99th percentiles inside the mask to [0, 1] and
+   clipped, data range 1; ``each``: each volume by its own mask percentiles (the protocol of the NEC paper and
+   ../shared/notes/baselines.md), data range 1; ``none``: raw values with ``--data-range`` given.
+4. PSNR, SSIM (3D; and 2D per axial slice of the RAS volume, averaged over slices with mask voxels) and MAE inside the
+   mask (or the whole volume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.ndimage import gaussian_filter
+
+from medtrans.data.intensity import histogram_match
+from medtrans.errors import InputError
+from medtrans.io import Volume, atomic_write, is_nifti, read_volume
+from medtrans.metrics import mae, psnr, ssim
+
+__all__ = ["NORMALIZATIONS", "EvaluationProtocol", "evaluate_pair", "evaluate_paths", "register", "summarize"]
+
+NORMALIZATIONS = ("target", "each", "none")
+METRICS = ("psnr", "ssim3d", "ssim2d", "mae")
+
+
+@dataclass
+class EvaluationProtocol:
+    """How predictions are scored.
+
+    Attributes:
+        normalization: ``"target"``, ``"each"`` or ``"none"`` (see module doc).
+        lower: lower percentile of the normalisation.
+        upper: upper percentile.
+        data_range: required for ``normalization="none"`` (1 otherwise).
+        histogram_match: match the prediction's histogram to the target's inside the mask first (NEC protocol).
+        sigma_mm: Gaussian smoothing of both volumes in mm before scoring (NEC protocol: 0.5); 0 = off.
+        ssim_kernel: SSIM window side (7; a Gaussian of σ 1.5).
+    """
+
+    normalization: str = "target"
+    lower: float = 1.0
+    upper: float = 99.0
+    data_range: float | None = None
+    histogram_match: bool = False
+    sigma_mm: float = 0.0
+    ssim_kernel: int = 7
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        if self.normalization == "none" and not (self.data_range and self.data_range > 0):
+            raise ValueError("normalization 'none' needs a positive data_range")
+        if self.normalization != "none":
+            self.data_range = 1.0
+
+    @classmethod
+    def nec(cls) -> EvaluationProtocol:
+        """The NEC paper's protocol: histogram matching, σ = 0.5 mm, per-volume percentile normalisation."""
+        return cls(normalization="each", histogram_match=True, sigma_mm=0.5)
+
+
+def _scale(x: np.ndarray, ref: np.ndarray, mask: np.ndarray, lower: float, upper: float) -> np.ndarray:
+    low, high = np.percentile(ref[mask], [lower, upper])
+    if not high > low:
+        raise ValueError("the reference's percentiles inside the mask are equal: cannot normalise")
+    return np.clip((x - low) / (high - low), 0.0, 1.0)
+
+
+def _check_grid(pred: Volume, target: Volume, mask: Volume | None) -> None:
+    for other in (target, mask):
+        if other is None:
+            continue
+        if other.data.shape != pred.data.shape or not np.allclose(other.affine, pred.affine, atol=1e-3):
+            raise InputError(
+                other.path, f"grid {other.data.shape} does not match the prediction {pred.path} {pred.data.shape} "
+                "(shape and affine must be identical; resample first)"
+            )
+
+
+def evaluate_pair(pred: Volume, target: Volume, mask: Volume | None = None,
+                  protocol: EvaluationProtocol | None = None) -> dict[str, float]:
+    """Score one prediction against its target.
+
+    Raises:
+        InputError: when the grids differ or the mask is empty.
+    """
+    protocol = protocol or EvaluationProtocol()
+    _check_grid(pred, target, mask)
+    m = mask.data > 0 if mask is not None else np.ones(pred.data.shape, bool)
+    if not m.any():
+        raise InputError(mask.path, "mask is empty")
+    p, t = pred.data.astype(np.float64), target.data.astype(np.float64)
+    if protocol.histogram_match:
+        p = histogram_match(p, t, mask=m, reference_mask=m).astype(np.float64)
+    if protocol.sigma_mm > 0:
+        sigma = [protocol.sigma_mm / s for s in pred.spacing]
+        p, t = gaussian_filter(p, sigma), gaussian_filter(t, sigma)
+    if protocol.normalization == "target":
+        p, t = _scale(p, t, m, protocol.lower, protocol.upper), _scale(t, t, m, protocol.lower, protocol.upper)
+    elif protocol.normalization == "each":
+        p, t = _scale(p, p, m, protocol.lower, protocol.upper), _scale(t, t, m, protocol.lower, protocol.upper)
+    # mask-outside voxels are set equal so that SSIM windows at the mask border see the background as agreeing
+    p = np.where(m, p, t)
+    dr = float(protocol.data_range)
+    axial = int(np.argmax(np.abs(pred.affine[2, :3])))  # the voxel axis closest to superior–inferior
+    slices = [i for i in range(p.shape[axial]) if np.take(m, i, axis=axial).sum() > 0
+              and min(np.take(m, i, axis=axial).shape) >= protocol.ssim_kernel]
+    ssim2d = []
+    for i in slices:
+        mi = np.take(m, i, axis=axial)
+        half = protocol.ssim_kernel // 2
+        if not mi[half:-half, half:-half].any():
+            continue
+        ssim2d.append(ssim(np.take(p, i, axis=axial), np.take(t, i, axis=axial), dr, mi, protocol.ssim_kernel))
+    return {
+        "psnr": psnr(p, t, dr, m),
+        "ssim3d": ssim(p, t, dr, m, protocol.ssim_kernel),
+        "ssim2d": float(np.mean(ssim2d)) if ssim2d else math.nan,
+        "mae": mae(p, t, m),
+    }
+
+
+def _subject(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _match(pred: Path, target: Path, mask: Path | None) -> list[tuple[str, Path, Path, Path | None]]:
+    if pred.is_file():
+        if not target.is_file():
+            raise InputError(target, "prediction is a file, so the target must be a file")
+        return [(_subject(pred), pred, target, mask if mask is None or mask.is_file() else None)]
+    preds = sorted(p for p in pred.iterdir() if is_nifti(p)) if pred.is_dir() else []
+    if not preds:
+        raise InputError(pred, "holds no NIfTI prediction")
+    targets = {_subject(p): p for p in target.iterdir() if is_nifti(p)} if target.is_dir() else {}
+    masks = {_subject(p): p for p in mask.iterdir() if is_nifti(p)} if mask is not None and mask.is_dir() else {}
+    out = []
+    for p in preds:
+        sid = _subject(p)
+        if sid not in targets:
+            raise InputError(p, f"has no target named {sid}.nii[.gz] in {target}")
+        m = masks.get(sid) if mask is not None and mask.is_dir() else mask
+        if mask is not None and mask.is_dir() and m is None:
+            raise InputError(p, f"has no mask named {sid}.nii[.gz] in {mask}")
+        out.append((sid, p, targets[sid], m))
+    return out
+
+
+def evaluate_paths(pred: str | Path, target: str | Path, mask: str | Path | None = None,
+                   protocol: EvaluationProtocol | None = None) -> pd.DataFrame:
+    """Score a prediction file or folder against a target file or folder (matched by file name).
+
+    Returns:
+        one row per subject: ``subject``, ``psnr``, ``ssim3d``, ``ssim2d``, ``mae``.
+    """
+    rows = []
+    for sid, p, t, m in _match(Path(pred), Path(target), Path(mask) if mask is not None else None):
+        scores = evaluate_pair(read_volume(p), read_volume(t), read_volume(m, allow_constant=True) if m is not None else None, protocol)
+        rows.append({"subject": sid, **scores})
+    return pd.DataFrame(rows, columns=["subject", *METRICS])
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation (ddof 1; 0 for one subject) of each metric; infinite PSNRs stay infinite."""
+    stats = {}
+    for metric in METRICS:
+        values = table[metric].to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            stats[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+    return pd.DataFrame(stats).T
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``medtrans evaluate``."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score translations against targets (PSNR, SSIM, MAE in a mask)",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("prediction", type=Path, help="a predicted NIfTI, or a folder of them")
+    p.add_argument("target", type=Path, help="the target NIfTI, or a folder of same-named targets")
+    p.add_argument("--mask", type=Path, help="mask file, or folder of same-named masks (default: whole volume)")
+    p.add_argument("--normalization", choices=NORMALIZATIONS, default="target")
+    p.add_argument("--percentiles", type=float, nargs=2, default=(1.0, 99.0), metavar=("LOW", "HIGH"))
+    p.add_argument("--data-range", type=float, help="with --normalization none: the fixed data range")
+    p.add_argument("--histogram-match", action="store_true", help="match the prediction's histogram to the target's first")
+    p.add_argument("--sigma-mm", type=float, default=0.0, help="Gaussian smoothing of both volumes (mm)")
+    p.add_argument("--protocol", choices=("default", "nec"), default="default",
+                   help="nec = --histogram-match --sigma-mm 0.5 --normalization each")
+    p.add_argument("--csv", type=Path, help="write the per-subject table here (and the summary to <stem>_summary.csv)")
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Body of ``medtrans evaluate``."""
+    if args.protocol == "nec":
+        protocol = EvaluationProtocol.nec()
+    else:
+        try:
+            protocol = EvaluationProtocol(args.normalization, *args.percentiles, args.data_range, args.histogram_match, args.sigma_mm)
+        except ValueError as err:
+            raise InputError("--normalization", str(err)) from err
+    table = evaluate_paths(args.prediction, args.target, args.mask, protocol)
+    summary = summarize(table)
+    with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
+        print(table.to_string(index=False))
+        print("\nmean ± std over", len(table), "subject(s):")
+        for metric, row in summary.iterrows():
+            print(f"  {metric:7s} {row['mean']:.4f} ± {row['std']:.4f}")
+    if args.csv is not None:
+        atomic_write(args.csv, lambda tmp: table.to_csv(tmp, index=False))
+        atomic_write(args.csv.with_name(args.csv.stem + "_summary.csv"), lambda tmp: summary.to_csv(tmp, index_label="metric"))
+    return 0

@@ -1,0 +1,87 @@
+import math
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from medtrans.cli import main
+from medtrans.errors import InputError
+from medtrans.evaluate import EvaluationProtocol, evaluate_pair, evaluate_paths, summarize
+from medtrans.io import Volume
+from medtrans.metrics import mae, psnr, ssim
+
+
+def _volume(data, affine=None, name="v.nii.gz"):
+    return Volume(np.asarray(data, np.float32), np.eye(4) if affine is None else affine, path=name)
+
+
+def test_metrics_hand_computed():
+    rng = np.random.default_rng(0)
+    target = rng.random((24, 24, 24))
+    assert psnr(target, target, 1.0) == math.inf
+    assert ssim(target, target, 1.0) == pytest.approx(1.0, abs=1e-9)
+    assert mae(target, target) == 0
+    noisy = target + rng.normal(0, 0.05, target.shape)
+    assert psnr(noisy, target, 1.0) == pytest.approx(20 * math.log10(1 / 0.05), abs=0.05)  # 26.02 dB for σ = 0.05
+    assert psnr(noisy, target, 2.0) == pytest.approx(psnr(noisy, target, 1.0) + 20 * math.log10(2), abs=1e-9)
+    assert mae(noisy, target) == pytest.approx(0.05 * math.sqrt(2 / math.pi), rel=0.02)
+    mask = np.zeros(target.shape, bool)
+    mask[:12] = True
+    worse = noisy.copy()
+    worse[12:] += 0.5  # errors outside the mask do not count
+    assert psnr(worse, target, 1.0, mask) == pytest.approx(psnr(noisy, target, 1.0, mask))
+    assert ssim(noisy, target, 1.0) < 0.99
+
+
+def test_data_range_is_fixed_not_taken_from_the_prediction():
+    target = np.linspace(0, 1, 20**3).reshape(20, 20, 20)
+    dim = target * 0.5  # a darker prediction must not get a "matched" range
+    base = evaluate_pair(_volume(dim), _volume(target))
+    assert base["psnr"] < 15 and base["mae"] == pytest.approx(0.25, abs=0.01)
+
+
+def test_geometry_mismatch_is_refused():
+    shifted = np.eye(4)
+    shifted[0, 3] = 2.0
+    with pytest.raises(InputError, match="t.nii.gz: grid .* does not match the prediction"):
+        evaluate_pair(_volume(np.ones((8, 8, 8))), _volume(np.ones((8, 8, 8)), shifted, name="t.nii.gz"))
+    with pytest.raises(InputError, match="does not match"):
+        evaluate_pair(_volume(np.ones((8, 8, 8))), _volume(np.ones((8, 8, 9)), name="t.nii.gz"))
+
+
+def test_nec_protocol_forgives_a_monotone_intensity_change():
+    rng = np.random.default_rng(1)
+    target = rng.gamma(2.0, 100.0, (24, 24, 24))
+    pred = np.sqrt(target)  # same structure, different intensity scale
+    default = evaluate_pair(_volume(pred), _volume(target))
+    nec = evaluate_pair(_volume(pred), _volume(target), protocol=EvaluationProtocol.nec())
+    assert nec["psnr"] > default["psnr"] + 10
+    with pytest.raises(ValueError, match="data_range"):
+        EvaluationProtocol(normalization="none")
+
+
+def test_folders_csv_and_summary(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    for folder in ("pred", "target", "mask"):
+        (tmp_path / folder).mkdir()
+    for sid, sigma in (("s1", 0.02), ("s2", 0.1)):
+        t = rng.random((16, 16, 16)).astype(np.float32)
+        nib.save(nib.Nifti1Image(t, np.eye(4)), tmp_path / "target" / f"{sid}.nii.gz")
+        nib.save(nib.Nifti1Image(t + rng.normal(0, sigma, t.shape).astype(np.float32), np.eye(4)), tmp_path / "pred" / f"{sid}.nii.gz")
+        nib.save(nib.Nifti1Image(np.ones((16, 16, 16), np.uint8), np.eye(4)), tmp_path / "mask" / f"{sid}.nii.gz")
+    table = evaluate_paths(tmp_path / "pred", tmp_path / "target", tmp_path / "mask",
+                           EvaluationProtocol(normalization="none", data_range=1.0))
+    assert list(table["subject"]) == ["s1", "s2"] and table["psnr"][0] > table["psnr"][1]
+    summary = summarize(table)
+    assert summary.loc["psnr", "mean"] == pytest.approx(table["psnr"].mean())
+    assert summary.loc["psnr", "std"] == pytest.approx(table["psnr"].std(ddof=1))
+    csv = tmp_path / "scores.csv"
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "target"), "--mask", str(tmp_path / "mask"),
+                 "--normalization", "none", "--data-range", "1", "--csv", str(csv)]) == 0
+    assert "mean ± std over 2 subject(s)" in capsys.readouterr().out
+    assert pd.read_csv(csv)["psnr"].tolist() == pytest.approx(table["psnr"].tolist())
+    assert (tmp_path / "scores_summary.csv").exists()
+    (tmp_path / "pred" / "s3.nii.gz").write_bytes((tmp_path / "pred" / "s1.nii.gz").read_bytes())
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "target")]) == 1
+    assert "s3.nii.gz: has no target" in capsys.readouterr().err

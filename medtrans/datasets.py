@@ -13,7 +13,6 @@ the way scans do. Brains are skull-stripped (background 0), like ../shared/data/
 from __future__ import annotations
 
 import importlib.resources
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib

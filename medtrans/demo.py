@@ -12,13 +12,13 @@ import logging
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from medtrans.data.intensity import foreground_mask, histogram_match
 from medtrans.errors import InputError
 from medtrans.io import atomic_write, is_nifti, read_volume, write_volume
+from medtrans.visualize import volume_montage
 
 __all__ = ["register", "run_demo"]
 
@@ -54,22 +54,6 @@ def _baselines(data: Path, out: Path) -> dict[str, Path]:
         write_volume(folders["histogram-matched input"] / path.name, plain, volume)
         write_volume(folders["inverted + histogram-matched input"] / path.name, inverted, volume)
     return folders
-
-
-def _montage(source: Path, output: Path, target: Path, invented: Path, path: Path) -> None:
-    from PIL import Image
-
-    def axial(p: Path) -> np.ndarray:
-        data = np.asarray(nib.as_closest_canonical(nib.load(p)).dataobj, dtype=np.float32)
-        return data[:, :, data.shape[2] // 2].T[::-1]
-
-    s, o, t, f = axial(source), axial(output), axial(target), axial(invented)
-    scale = lambda x, hi: np.clip(x / hi, 0, 1)  # noqa: E731
-    hi = float(np.percentile(t[t > 0], 99.5)) if (t > 0).any() else 1.0
-    tiles = [scale(s, float(np.percentile(s[s > 0], 99.5))), scale(o, hi), scale(t, hi), scale(np.abs(o - t), hi / 2), scale(f, 0.6)]
-    row = np.concatenate([np.pad(x, ((0, 0), (0, 4))) for x in tiles], axis=1)
-    image = Image.fromarray((row * 255).astype(np.uint8)).resize((row.shape[1] * 2, row.shape[0] * 2), Image.NEAREST)
-    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def run_demo(output: str | Path = "demo_output", data: str | Path | None = None, minutes: float = 4.0, seed: int = 0,
@@ -135,7 +119,7 @@ def run_demo(output: str | Path = "demo_output", data: str | Path | None = None,
 
     _say("5/5 writing the montage")
     first = sorted(p for p in translated.iterdir() if is_nifti(p))[0]
-    _montage(data / "test" / "A" / first.name, first, data / "test" / "B" / first.name,
+    volume_montage(data / "test" / "A" / first.name, first, data / "test" / "B" / first.name,
              output / "faithfulness" / first.name.replace(".nii", "_invented.nii"), output / "montage.png")
     _say(f"done in {(time.monotonic() - start) / 60:.1f} min: {output}/translated, faithfulness/, scores.csv, montage.png "
          "(input | NEC | real T2 | |error| | invented structure)")

@@ -24,13 +24,14 @@ from medtrans.data.intensity import fit_intensity
 from medtrans.engine.checkpoint import CheckpointHandler
 from medtrans.engine.data import TrainStream
 from medtrans.inference import InferenceSettings, Translator
-from medtrans.io import atomic_write, read_volume
+from medtrans.io import read_volume
 from medtrans.methods.base import TranslationMethod
 from medtrans.metrics import mae, psnr, ssim
 from medtrans.model import TranslationModel, save_generator
 from medtrans.utils import resolve_device
+from medtrans.visualize import save_png, tensor_montage
 
-__all__ = ["TRACKING_TYPES", "TranslationTrainer", "montage"]
+__all__ = ["TRACKING_TYPES", "TranslationTrainer"]
 
 TRACKING_TYPES = ("tensorboard", "mlflow", "none")
 VALIDATION_METRICS = {"psnr": True, "ssim": True, "mae": False}  # name -> higher is better
@@ -38,19 +39,6 @@ VALIDATION_METRICS = {"psnr": True, "ssim": True, "mae": False}  # name -> highe
 
 def _main_rank() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def montage(images: Mapping[str, torch.Tensor]) -> np.ndarray:
-    """First sample of each image side by side (middle slice of the last axis for 3D), [-1, 1] → uint8 ``(H, W)``."""
-    tiles = []
-    for image in images.values():
-        x = image[0, 0].detach().float().cpu()
-        if x.ndim == 3:
-            x = x[..., x.shape[-1] // 2]
-        tiles.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy())
-    height = max(t.shape[0] for t in tiles)
-    tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 2))) for t in tiles]
-    return np.concatenate(tiles, axis=1)
 
 
 class TranslationTrainer(Trainer):
@@ -191,12 +179,9 @@ class TranslationTrainer(Trainer):
     def _montage(self, engine: Engine) -> None:
         if not self.method.visuals:
             return
-        image = montage(self.method.visuals)
+        image = tensor_montage(self.method.visuals)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        from PIL import Image
-
-        path = self.output_dir / f"montage_{engine.state.iteration:08d}.png"
-        atomic_write(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
+        save_png(self.output_dir / f"montage_{engine.state.iteration:08d}.png", image)
         if self._writer is not None:
             self._writer.add_image("montage/" + "|".join(self.method.visuals), image[None], engine.state.iteration)
 

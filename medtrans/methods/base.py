@@ -60,9 +60,9 @@ class TranslationMethod(nn.Module):
     method's architecture, so a config may give only arguments (a bundle must, or MONAI's ConfigParser would build the
     network before the method sees the config).
 
-    Subclasses set ``name`` (and ``paired = True`` for supervised methods), build their networks in ``__init__``, and
-    implement :meth:`optimizer_groups`, :meth:`train_step` and the :attr:`generator` / :attr:`generator_def` pair that
-    inference uses. Inside :meth:`train_step` they call :meth:`optimize` for each optimiser, which guards against
+    Subclasses set ``name`` (and ``paired = True`` for supervised methods), build the A→B generator with
+    :meth:`build_generator` and their other networks with :meth:`build` in ``__init__``, and implement
+    :meth:`optimizer_groups` and :meth:`train_step`. Inside :meth:`train_step` they call :meth:`optimize` for each optimiser, which guards against
     divergence, scales for AMP, averages gradients across ranks, and steps.
 
     Args:
@@ -127,15 +127,31 @@ class TranslationMethod(nn.Module):
         self.visuals: dict[str, torch.Tensor] = {}
 
     # -- what subclasses provide -----------------------------------------------------------------------------------
+    def build_generator(self, default_target: str, config: Mapping[str, Any] | None, attribute: str = "net_g",
+                        **fixed: Any) -> nn.Module:
+        """Build the A→B generator that inference uses, store it as ``attribute`` and remember its config.
+
+        Args:
+            default_target: ``_target_`` used when ``config`` names none.
+            config: user's network config (arguments, optionally a ``_target_``).
+            attribute: the attribute to hold the network.
+            **fixed: arguments the method imposes (channels).
+        """
+        self._generator_def = self.full_def({"_target_": default_target, **(config or {}), **fixed})
+        network = self.build(self._generator_def)
+        setattr(self, attribute, network)
+        self._generator_attribute = attribute
+        return network
+
     @property
     def generator(self) -> nn.Module:
         """The A→B network that inference uses."""
-        raise NotImplementedError
+        return getattr(self, self._generator_attribute)
 
     @property
     def generator_def(self) -> dict[str, Any]:
         """The bundle-style config that rebuilds :attr:`generator`."""
-        raise NotImplementedError
+        return self._generator_def
 
     def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
         """Parameters of each optimiser, by name."""

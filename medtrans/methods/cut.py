@@ -56,10 +56,7 @@ class CUT(TranslationMethod):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {variant!r}")
         c = self.in_channels
-        self._g_def = self.full_def(
-            {"_target_": "medtrans.networks.ResnetGenerator", **(generator or {}), "in_channels": c, "out_channels": c}
-        )
-        self.net_g = self.build(self._g_def)
+        self.build_generator("medtrans.networks.ResnetGenerator", generator, in_channels=c, out_channels=c)
         if not hasattr(self.net_g, "encode"):
             raise ValueError("CUT needs a generator with encode(x, layer_ids), e.g. medtrans.networks.ResnetGenerator")
         self.net_d = self.build({"_target_": "medtrans.networks.patchgan", **(discriminator or {}), "in_channels": c})
@@ -71,14 +68,6 @@ class CUT(TranslationMethod):
         self.lambda_gan = lambda_gan
         self.lambda_nce = VARIANTS[variant]["lambda_nce"] if lambda_nce is None else lambda_nce
         self.nce_identity = VARIANTS[variant]["nce_identity"]
-
-    @property
-    def generator(self) -> nn.Module:
-        return self.net_g
-
-    @property
-    def generator_def(self) -> dict[str, Any]:
-        return self._g_def
 
     def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
         return {"generator": [*self.net_g.parameters(), *self.net_f.parameters()], "discriminator": self.net_d.parameters()}

@@ -14,8 +14,8 @@ from medtrans.methods.base import TranslationMethod
 
 __all__ = ["CycleGAN"]
 
-RESNET = {"_target_": "medtrans.networks.ResnetGenerator"}
-PATCHGAN = {"_target_": "medtrans.networks.patchgan"}
+RESNET = "medtrans.networks.ResnetGenerator"
+PATCHGAN = "medtrans.networks.patchgan"
 
 
 class CycleGAN(TranslationMethod):
@@ -50,21 +50,13 @@ class CycleGAN(TranslationMethod):
     ) -> None:
         super().__init__(spatial_dims, **kwargs)
         c = self.in_channels
-        self._g_def = self.full_def({**RESNET, **(generator or {}), "in_channels": c, "out_channels": c})
-        d_def = {**PATCHGAN, **(discriminator or {}), "in_channels": c}
-        self.g_ab, self.g_ba = self.build(self._g_def), self.build(self._g_def)
+        self.build_generator(RESNET, generator, attribute="g_ab", in_channels=c, out_channels=c)
+        self.g_ba = self.build(self.generator_def)
+        d_def = {"_target_": PATCHGAN, **(discriminator or {}), "in_channels": c}
         self.d_a, self.d_b = self.build(d_def), self.build(d_def)
         self.pool_a, self.pool_b = ImagePool(pool_size), ImagePool(pool_size)
         self.lambda_cycle = lambda_cycle
         self.lambda_identity = lambda_identity
-
-    @property
-    def generator(self) -> nn.Module:
-        return self.g_ab
-
-    @property
-    def generator_def(self) -> dict[str, Any]:
-        return self._g_def
 
     def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
         return {

@@ -47,10 +47,7 @@ class NEC(TranslationMethod):
     ) -> None:
         super().__init__(spatial_dims, adversarial_criterion=adversarial_criterion, **kwargs)
         c = self.in_channels
-        self._g_def = self.full_def(
-            {"_target_": "medtrans.networks.UNetGenerator", **(generator or {}), "in_channels": c, "out_channels": c}
-        )
-        self.net_g = self.build(self._g_def)
+        self.build_generator("medtrans.networks.UNetGenerator", generator, in_channels=c, out_channels=c)
         self.net_d = self.build(
             {"_target_": "medtrans.networks.MultiResolutionDiscriminator", "num_scales": 3, "num_layers": 3,
              **(discriminator or {}), "in_channels": c}
@@ -58,14 +55,6 @@ class NEC(TranslationMethod):
         self.ngf = NGFLoss(spatial_dims, eps=eps)
         self.lambda_ngf = lambda_ngf
         self.lambda_gan = lambda_gan
-
-    @property
-    def generator(self) -> nn.Module:
-        return self.net_g
-
-    @property
-    def generator_def(self) -> dict[str, Any]:
-        return self._g_def
 
     def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
         return {"generator": self.net_g.parameters(), "discriminator": self.net_d.parameters()}

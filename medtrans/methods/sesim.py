@@ -68,10 +68,7 @@ class SeSim(TranslationMethod):
         if variant == "lsesim" and feature_type != "conv":
             raise ValueError("lsesim learns its own ConvFeatures extractor: use feature_type='conv'")
         c = self.in_channels
-        self._g_def = self.full_def(
-            {"_target_": "medtrans.networks.ResnetGenerator", **(generator or {}), "in_channels": c, "out_channels": c}
-        )
-        self.net_g = self.build(self._g_def)
+        self.build_generator("medtrans.networks.ResnetGenerator", generator, in_channels=c, out_channels=c)
         self.net_d = self.build({"_target_": "medtrans.networks.patchgan", **(discriminator or {}), "in_channels": c})
         self.variant = variant
         if feature_type == "conv":
@@ -85,14 +82,6 @@ class SeSim(TranslationMethod):
         self.spatial = SpatialCorrelativeLoss(loss_type, window, num_patches)
         self.feature_loss = SpatialCorrelativeLoss("info", window, num_patches, detach_source=False)
         self.lambda_spatial = lambda_spatial
-
-    @property
-    def generator(self) -> nn.Module:
-        return self.net_g
-
-    @property
-    def generator_def(self) -> dict[str, Any]:
-        return self._g_def
 
     def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
         groups = {"generator": self.net_g.parameters(), "discriminator": self.net_d.parameters()}

@@ -52,24 +52,13 @@ class UNITMethod(TranslationMethod):
     ) -> None:
         super().__init__(spatial_dims, lr=lr, weight_decay=weight_decay, **kwargs)
         c = self.in_channels
-        self._g_def = self.full_def(
-            {"_target_": "medtrans.networks.UNIT", "prior_type": prior_type, **(generator or {}), "in_channels": c}
-        )
-        self.net_g = self.build(self._g_def)
+        self.build_generator("medtrans.networks.UNIT", {"prior_type": prior_type, **(generator or {})}, in_channels=c)
         d_def = {"_target_": "medtrans.networks.MultiResolutionDiscriminator", "num_scales": 3, "num_layers": 3,
                  **(discriminator or {}), "in_channels": c}
         self.d_a, self.d_b = self.build(d_def), self.build(d_def)
         self.kl_normal = GaussianKLLoss()
         self.kl_mixture = GaussianMixtureKLLoss()
         self.weights = {"gan": lambda_gan, "recon": lambda_recon, "kl": lambda_kl, "cycle": lambda_cycle, "kl_cycle": lambda_kl_cycle}
-
-    @property
-    def generator(self) -> nn.Module:
-        return self.net_g
-
-    @property
-    def generator_def(self) -> dict[str, Any]:
-        return self._g_def
 
     def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
         return {"generator": self.net_g.parameters(), "discriminator": [*self.d_a.parameters(), *self.d_b.parameters()]}

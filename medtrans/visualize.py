@@ -1,0 +1,57 @@
+"""PNG montages: training visuals, and axial slices of a translation beside its input, target, error and map."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from medtrans.io import atomic_write
+
+__all__ = ["save_png", "tensor_montage", "volume_montage"]
+
+
+def tensor_montage(images: Mapping[str, torch.Tensor]) -> np.ndarray:
+    """First sample of each image side by side (middle slice of the last axis for 3D), [-1, 1] → uint8 ``(H, W)``."""
+    tiles = []
+    for image in images.values():
+        x = image[0, 0].detach().float().cpu()
+        if x.ndim == 3:
+            x = x[..., x.shape[-1] // 2]
+        tiles.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy())
+    height = max(t.shape[0] for t in tiles)
+    tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 2))) for t in tiles]
+    return np.concatenate(tiles, axis=1)
+
+
+def save_png(path: str | Path, image: np.ndarray, scale: int = 1) -> Path:
+    """Write a uint8 ``(H, W)`` array as PNG, atomically, optionally enlarged ``scale`` times."""
+    from PIL import Image
+
+    picture = Image.fromarray(image)
+    if scale > 1:
+        picture = picture.resize((image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST)
+    return atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
+
+
+def volume_montage(source: str | Path, output: str | Path, target: str | Path, invented: str | Path, path: str | Path) -> Path:
+    """Middle axial slice (RAS) of input | translation | target | |error| | invented-structure map, as a PNG."""
+
+    def axial(p: str | Path) -> np.ndarray:
+        data = np.asarray(nib.as_closest_canonical(nib.load(p)).dataobj, dtype=np.float32)
+        return data[:, :, data.shape[2] // 2].T[::-1]
+
+    def scaled(x: np.ndarray, high: float) -> np.ndarray:
+        return np.clip(x / high, 0, 1)
+
+    def top(x: np.ndarray) -> float:
+        return float(np.percentile(x[x > 0], 99.5)) if (x > 0).any() else 1.0
+
+    s, o, t, f = axial(source), axial(output), axial(target), axial(invented)
+    high = top(t)
+    tiles = [scaled(s, top(s)), scaled(o, high), scaled(t, high), scaled(np.abs(o - t), high / 2), scaled(f, 0.6)]
+    row = np.concatenate([np.pad(x, ((0, 0), (0, 4))) for x in tiles], axis=1)
+    return save_png(path, (row * 255).astype(np.uint8), scale=2)

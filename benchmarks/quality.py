@@ -7,17 +7,18 @@ Tasks (../shared/data):
 - ``t1c-flair``: brats2015-deepmedic (4 glioma patients), T1c → FLAIR.
 
 Split: one test subject is left out (default lesjak patient26, as ../shared/notes/baselines.md; brats pat0006); with
-``--all-folds`` every subject is left out in turn. The remaining subjects are split in two disjoint halves — T1 (or
-T1c) volumes from the first, T2 (FLAIR) volumes from the second — so training is truly unpaired; pix2pix, the paired
-baseline, trains on both contrasts of all training subjects. Every method trains for the same wall-clock budget on
+``--all-folds`` every subject is left out in turn. The remaining subjects, sorted, alternate between two disjoint
+halves — T1 (or T1c) volumes from the first, T2 (FLAIR) volumes from the second, so both halves mix the datasets and
+training is truly unpaired; pix2pix, the paired baseline, trains on both contrasts of all training subjects. Every method trains for the same wall-clock budget on
 this machine with the same seed, through medtrans's own engine (bundle-default networks; 2D: 128² axial slices, batch
 4; 3D: 48³ patches, batch 1; foreground sampling), then translates the test volume whole.
 
 Baselines without training: the rescaled input; the input histogram-matched to the pooled training targets; the
 contrast-inverted input histogram-matched the same way.
 
-Scores: ``medtrans.evaluate`` inside the brain mask, default protocol (both volumes scaled by the target's 1st–99th
-brain percentiles to [0, 1], data range 1) and the NEC protocol (histogram matching, σ = 0.5 mm, per-volume
+Scores: ``medtrans.evaluate`` inside the brain mask with per-volume normalisation (each volume's 1st–99th brain
+percentiles to [0, 1], data range 1 — the datasets' raw intensity scales differ, so scaling by the target's percentiles
+would score the scale, not the translation) and with the NEC protocol (histogram matching, σ = 0.5 mm, per-volume
 percentiles). Writes ``<out>/results.csv``, ``<out>/results.md`` (table with split, budget, seed, commit, machine) and
 one montage PNG per method and fold (input | output | target | |error| | invented structure).
 """
@@ -93,10 +94,9 @@ def train_and_translate(method_name: str, dims: int, train: list[str], subjects:
     if method.paired:
         a = [ImageRecord(s, subjects[s][0], subjects[s][2]) for s in train]
         b = [ImageRecord(s, subjects[s][1], subjects[s][2]) for s in train]
-    else:
-        half = (len(train) + 1) // 2
-        a = [ImageRecord(s, subjects[s][0], subjects[s][2]) for s in train[:half]]
-        b = [ImageRecord(s, subjects[s][1], subjects[s][2]) for s in train[half:]]
+    else:  # alternate subjects: both halves mix the datasets (protocols), as ../shared/notes/baselines.md
+        a = [ImageRecord(s, subjects[s][0], subjects[s][2]) for s in train[0::2]]
+        b = [ImageRecord(s, subjects[s][1], subjects[s][2]) for s in train[1::2]]
     patch = [128, 128, 1] if dims == 2 else [48, 48, 48]
     stream = TrainStream(a, b, {"patch_size": patch, "sampler_type": "foreground", "samples_per_volume": 16,
                                 "max_length": 64}, batch_size=4 if dims == 2 else 1, paired=method.paired, seed=seed)
@@ -131,9 +131,8 @@ def main() -> None:
             test_a, test_b = read_volume(subjects[test][0]), read_volume(subjects[test][1])
             mask = brain_mask(test_a, subjects[test][2])
             mask_volume = Volume(mask.astype(np.float32), test_a.affine, Path("mask"))
-            half = (len(train) + 1) // 2
             predictions = {name: (data, None, 0) for name, data in
-                           baselines(test_a, mask, [subjects[s][1] for s in train[half:]]).items()}
+                           baselines(test_a, mask, [subjects[s][1] for s in train[1::2]]).items()}
             for name in args.methods:
                 for dims in args.dims:
                     with tempfile.TemporaryDirectory() as tmp:
@@ -145,7 +144,7 @@ def main() -> None:
             for label, (data, invented, iterations) in predictions.items():
                 pred = Volume(np.asarray(data, np.float32), test_a.affine, Path(label))
                 row = {"task": task, "test": test, "method": label, "iterations": iterations}
-                for protocol_name, protocol in (("", EvaluationProtocol()), ("nec_", EvaluationProtocol.nec())):
+                for protocol_name, protocol in (("", EvaluationProtocol(normalization="each")), ("nec_", EvaluationProtocol.nec())):
                     scores = evaluate_pair(pred, test_b, mask_volume, protocol)
                     row.update({protocol_name + k: v for k, v in scores.items()})
                 rows.append(row)
@@ -168,9 +167,9 @@ def main() -> None:
         "",
         f"Budget {args.minutes:g} min wall clock per method and dims, seed {args.seed}; test subject(s): "
         + ", ".join(sorted(set(table['test']))) + "; training subjects split into disjoint A/B halves (pix2pix: paired).",
-        "Scores inside the brain mask. Default protocol: both volumes scaled by the target's 1–99th brain percentiles "
-        "to [0, 1] (data range 1). NEC protocol: histogram matching, σ 0.5 mm, per-volume percentiles. Mean ± std over "
-        "test subjects (std 0 with one).",
+        "Scores inside the brain mask, each volume scaled by its own 1–99th brain percentiles to [0, 1] (data range 1). "
+        "NEC protocol: histogram matching, σ 0.5 mm, per-volume percentiles. Mean ± std over test subjects (std 0 "
+        "with one).",
         "",
         "| task | method | iterations | PSNR dB | SSIM 3D | MAE | NEC-protocol PSNR | NEC-protocol SSIM |",
         "|---|---|---|---|---|---|---|---|",

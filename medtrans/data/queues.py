@@ -22,6 +22,7 @@ from medtrans.data.sources import ImageRecord
 __all__ = [
     "SAMPLER_TYPES",
     "AddSamplingMap",
+    "DropMask",
     "NormalizeIntensity",
     "PadToAtLeast",
     "PatchBatches",
@@ -162,6 +163,16 @@ class AddSamplingMap(tio.Transform):
         return subject
 
 
+class DropMask(tio.Transform):
+    """Remove the mask once intensity statistics and the sampling map are made, so patches of subjects with and
+    without masks have the same keys (the mask itself is never trained on)."""
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        if MASK_KEY in subject:
+            subject.remove_image(MASK_KEY)
+        return subject
+
+
 def make_subject(record: ImageRecord, key: str) -> tio.Subject:
     """A torchio subject holding one domain's image under ``key`` (and its mask under ``"mask"``)."""
     images: dict[str, Any] = {key: tio.ScalarImage(record.image), "subject_id": record.subject_id}
@@ -192,6 +203,7 @@ def _transform(
     steps.append(PadToAtLeast(config.patch_size))
     if config.sampler_type == "foreground":
         steps.append(AddSamplingMap(next(iter(specs)), config.foreground_threshold))
+    steps.append(DropMask())
     return tio.Compose(steps)
 
 

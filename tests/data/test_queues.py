@@ -48,7 +48,8 @@ def test_deterministic_under_a_seed(templates):
 def test_foreground_sampling_reduces_background_patches(templates):
     def background_fraction(sampler_type):
         batches = _batches(templates, (16, 16, 16), sampler_type, n=8)
-        return torch.stack([(b["a"] <= -0.99).float().mean() for b in batches]).mean().item()
+        # avg152T1's faint, noisy background maps to about -0.94 (its brain lies above -0.6), not exactly to -1
+        return torch.stack([(b["a"] <= -0.8).float().mean() for b in batches]).mean().item()
 
     uniform, foreground = background_fraction("uniform"), background_fraction("foreground")
     assert foreground < 0.5 * uniform, (uniform, foreground)
@@ -70,3 +71,19 @@ def test_small_volumes_are_padded_and_bad_configs_rejected(templates):
         QueueConfig(sampler_type="random")
     with pytest.raises(ValueError, match="more than one side of 1"):
         QueueConfig(patch_size=(64, 1, 1))
+
+
+def test_subjects_with_and_without_masks_share_one_queue(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    t1 = shared_file("spm-templates/canonical/avg152T1.nii")
+    image = nib.load(t1)
+    mask = tmp_path / "mask.nii.gz"
+    nib.save(nib.Nifti1Image((np.asarray(image.dataobj) > 0.2).astype(np.uint8), image.affine), mask)
+    records = [ImageRecord("with", t1, mask), ImageRecord("without", t1)]
+    seed_everything(0)
+    cfg = QueueConfig(patch_size=(16, 16, 16), samples_per_volume=2, max_length=4, sampler_type="foreground")
+    queue = domain_queue([make_subject(r, "a") for r in records], {"a": Preprocessing()}, cfg)
+    batch = next(iter(PatchBatches([queue], 4, keys=("a",))))
+    assert batch["a"].shape == (4, 1, 16, 16, 16)

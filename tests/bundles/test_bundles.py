@@ -34,13 +34,13 @@ def dataset(tmp_path_factory):
     return root
 
 
-def tiny_overrides(name: str, dataset: Path, bundle_root: Path) -> dict:
+def tiny_overrides(name: str, dataset: Path, bundle_root: Path, dims: int = 2) -> dict:
     return {
         "bundle_root": str(bundle_root),
         "dataset_dir": str(dataset),
-        "spatial_dims": 2,
-        "patch_size": [32, 32, 1],
-        "batch_size": 2,
+        "spatial_dims": dims,
+        "patch_size": [32, 32, 1] if dims == 2 else [24, 24, 24],
+        "batch_size": 2 if dims == 2 else 1,
         "generator": TINY_G.get(name, RESNET),
         "discriminator": TINY_D.get(name, {"channels": 4, "num_layers": 2}),
         "train#data#patch#num_workers": 0,
@@ -76,15 +76,17 @@ def test_every_method_has_a_bundle():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("name", BUNDLES)
-def test_bundle_trains_and_translates(name, dataset, tmp_path):
+def test_bundle_trains_and_translates(name, dims, dataset, tmp_path):
     root = _copy(name, tmp_path)
-    train = _workflow(root / "configs" / "train.yaml", **tiny_overrides(name, dataset, root))
+    train = _workflow(root / "configs" / "train.yaml", **tiny_overrides(name, dataset, root, dims))
     train.run()
     train.finalize()
     assert (root / "runs" / "checkpoint_00000002.pt").exists()
-    assert load_model(root).spatial_dims == 2  # models/model.pt is the generator record
-    infer = _workflow(root / "configs" / "inference.yaml", bundle_root=str(root), dataset_dir=str(dataset / "A"))
+    assert load_model(root).spatial_dims == dims  # models/model.pt is the generator record
+    infer = _workflow(root / "configs" / "inference.yaml", bundle_root=str(root), dataset_dir=str(dataset / "A"),
+                      roi_size=[48, 48, 48])
     infer.run()
     for subject in ("s1", "s2"):
         out, src = nib.load(root / "eval" / f"{subject}.nii"), nib.load(dataset / "A" / f"{subject}.nii")

@@ -23,9 +23,7 @@ import torch
 
 from medtrans.losses.ngf import normalized_gradient_field
 
-__all__ = ["FAITHFULNESS_MAPS", "faithfulness_maps"]
-
-FAITHFULNESS_MAPS = ("ngf", "invented", "erased")
+__all__ = ["faithfulness_maps"]
 
 
 def faithfulness_maps(source: torch.Tensor, output: torch.Tensor, eps: float = 0.15) -> dict[str, torch.Tensor]:

@@ -267,11 +267,6 @@ class PatchBatches:
         patch_size = self.queues[0].sampler.patch_size
         self.squeeze_axis = [i for i, s in enumerate(patch_size) if s == 1]
 
-    @property
-    def spatial_dims(self) -> int:
-        """2 for slices, 3 for volumetric patches."""
-        return 3 - len(self.squeeze_axis)
-
     def _loader(self, queue: tio.Queue) -> Iterator[dict]:
         while True:
             yield from DataLoader(queue, batch_size=self.batch_size, num_workers=0, drop_last=True)

@@ -39,9 +39,9 @@ import pandas as pd
 import torch
 
 from medtrans.data import ImageRecord
-from medtrans.data.intensity import fit_intensity, foreground_mask, histogram_match
+from medtrans.data.intensity import fit_intensity, foreground_mask
 from medtrans.engine import TrainStream, TranslationTrainer
-from medtrans.evaluate import EvaluationProtocol, evaluate_pair
+from medtrans.evaluate import EvaluationProtocol, evaluate_pair, histogram_baselines, pooled_foreground
 from medtrans.inference import InferenceSettings, Translator
 from medtrans.io import Volume, read_volume, write_volume
 from medtrans.methods import build_method, method_names
@@ -73,15 +73,9 @@ def brain_mask(volume: Volume, mask_path: Path | None) -> np.ndarray:
 
 
 def baselines(test_a: Volume, mask: np.ndarray, targets: list[Path]) -> dict[str, np.ndarray]:
-    pooled = np.concatenate([v.data[foreground_mask(v.data)] for v in map(read_volume, targets)])
-    ones = np.ones_like(pooled, dtype=bool)
     rescaled = fit_intensity({"type": "percentile"}, test_a.data, mask).forward(test_a.data)
-    inverted = np.where(mask, test_a.data.max() - test_a.data, 0)
-    return {
-        "baseline: rescaled input": rescaled,
-        "baseline: histogram-matched input": histogram_match(test_a.data, pooled, mask, ones),
-        "baseline: inverted + histogram-matched input": histogram_match(inverted, pooled, mask, ones),
-    }
+    matched = histogram_baselines(test_a.data, mask, pooled_foreground(targets))
+    return {"baseline: rescaled input": rescaled, **{f"baseline: {k}": v for k, v in matched.items()}}
 
 
 def train_and_translate(method_name: str, dims: int, train: list[str], subjects: dict, test_a: Volume, minutes: float,

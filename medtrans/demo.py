@@ -12,11 +12,11 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from medtrans.data.intensity import foreground_mask, histogram_match
+from medtrans.data.intensity import foreground_mask
 from medtrans.errors import InputError
+from medtrans.evaluate import histogram_baselines, pooled_foreground
 from medtrans.io import atomic_write, is_nifti, read_volume, write_volume
 from medtrans.visualize import volume_montage
 
@@ -38,21 +38,15 @@ def _check_layout(data: Path) -> None:
 
 
 def _baselines(data: Path, out: Path) -> dict[str, Path]:
-    """Input histogram-matched to the pooled training T2s, plain and contrast-inverted (no training, no ground truth)."""
-    pooled = np.concatenate([v.data[foreground_mask(v.data)] for v in
-                             (read_volume(p) for p in sorted((data / "B").iterdir()) if is_nifti(p))])
+    """Write :func:`~medtrans.evaluate.histogram_baselines` of every test input against the pooled training targets."""
+    pooled = pooled_foreground([p for p in sorted((data / "B").iterdir()) if is_nifti(p)])
     folders = {"histogram-matched input": out / "histmatch", "inverted + histogram-matched input": out / "inverted_histmatch"}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
     for path in sorted(p for p in (data / "test" / "A").iterdir() if is_nifti(p)):
         volume = read_volume(path)
-        fg = foreground_mask(volume.data)
-        ones = np.ones_like(pooled, dtype=bool)
-        plain = np.where(fg, histogram_match(volume.data, pooled, fg, ones), 0)
-        inverted_input = np.where(fg, volume.data.max() - volume.data, 0)
-        inverted = np.where(fg, histogram_match(inverted_input, pooled, fg, ones), 0)
-        write_volume(folders["histogram-matched input"] / path.name, plain, volume)
-        write_volume(folders["inverted + histogram-matched input"] / path.name, inverted, volume)
+        for name, prediction in histogram_baselines(volume.data, foreground_mask(volume.data), pooled).items():
+            write_volume(folders[name] / path.name, prediction, volume)
     return folders
 
 

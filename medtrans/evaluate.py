@@ -24,12 +24,21 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import gaussian_filter
 
-from medtrans.data.intensity import histogram_match
+from medtrans.data.intensity import foreground_mask, histogram_match
 from medtrans.errors import InputError
 from medtrans.io import Volume, atomic_write, is_nifti, read_volume
 from medtrans.metrics import mae, psnr, ssim
 
-__all__ = ["NORMALIZATIONS", "EvaluationProtocol", "evaluate_pair", "evaluate_paths", "register", "summarize"]
+__all__ = [
+    "NORMALIZATIONS",
+    "EvaluationProtocol",
+    "evaluate_pair",
+    "evaluate_paths",
+    "histogram_baselines",
+    "pooled_foreground",
+    "register",
+    "summarize",
+]
 
 NORMALIZATIONS = ("target", "each", "none")
 METRICS = ("psnr", "ssim3d", "ssim2d", "mae")
@@ -129,6 +138,23 @@ def evaluate_pair(pred: Volume, target: Volume, mask: Volume | None = None,
         "ssim3d": ssim(p, t, dr, m, protocol.ssim_kernel),
         "ssim2d": float(np.mean(ssim2d)) if ssim2d else math.nan,
         "mae": mae(p, t, m),
+    }
+
+
+def pooled_foreground(paths: list[str | Path]) -> np.ndarray:
+    """Foreground intensities of several volumes in one array (the target distribution of the baselines)."""
+    return np.concatenate([v.data[foreground_mask(v.data)] for v in map(read_volume, paths)])
+
+
+def histogram_baselines(source: np.ndarray, mask: np.ndarray, pooled: np.ndarray) -> dict[str, np.ndarray]:
+    """Translations that need no training: the source histogram-matched to ``pooled`` target intensities, plainly and
+    after a contrast inversion (a T1→T2 translator must beat the latter to have learned more than an inversion).
+    Outside ``mask`` both are 0."""
+    everything = np.ones_like(pooled, dtype=bool)
+    inverted = np.where(mask, source.max() - source, 0)
+    return {
+        "histogram-matched input": np.where(mask, histogram_match(source, pooled, mask, everything), 0),
+        "inverted + histogram-matched input": np.where(mask, histogram_match(inverted, pooled, mask, everything), 0),
     }
 
 

@@ -2,32 +2,45 @@
 # One entry point for set-up and use: creates/refreshes .venv from the repo's own files, then runs the job.
 #   bash run.sh test [pytest args]   run the test suite
 #   bash run.sh <command> [args]     run any medtrans command, e.g. bash run.sh translate --help
+#   bash run.sh label [args]         MONAI Label from its own venv (.venv-label), e.g. bash run.sh label start_server ...
 # PYTHON selects the interpreter (default python3, >= 3.10). Set MEDTRANS_TORCH_INDEX to a PyTorch wheel index URL
 # (e.g. https://download.pytorch.org/whl/cu124) to install a CUDA build of the pinned torch version.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 VENV=.venv
+LABEL_VENV=.venv-label
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "medtrans needs Python >= 3.10")'
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "[medtrans] creating $VENV" >&2
-  "$PYTHON" -m venv "$VENV"
-fi
-want=$(cat setup.cfg pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
-if [ "$(cat "$VENV/.installed" 2>/dev/null)" != "$want" ]; then
-  echo "[medtrans] installing dependencies into $VENV (log: $VENV/pip.log)" >&2
-  extra=()
-  if [ -n "${MEDTRANS_TORCH_INDEX:-}" ]; then extra=(--extra-index-url "$MEDTRANS_TORCH_INDEX"); fi
-  if ! "$VENV/bin/python" -m pip install -c constraints.txt "${extra[@]}" -e ".[test,demo]" >"$VENV/pip.log" 2>&1; then
-    tail -n 40 "$VENV/pip.log" >&2
-    echo "[medtrans] pip install failed, see $VENV/pip.log" >&2
-    exit 1
+# ensure_venv DIR CONSTRAINTS PIP-ARGS...: create DIR and install into it when the repo's install files changed.
+ensure_venv() {
+  local venv=$1 constraints=$2
+  shift 2
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "[medtrans] creating $venv" >&2
+    "$PYTHON" -m venv "$venv"
   fi
-  echo "$want" >"$VENV/.installed"
-fi
+  local want
+  want=$(cat setup.cfg pyproject.toml "$constraints" | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$want" ]; then
+    echo "[medtrans] installing dependencies into $venv (log: $venv/pip.log)" >&2
+    # PIP_CONSTRAINT (not only -c) so that packages built from source (sam2 in the label venv) see the pins too
+    if ! PIP_CONSTRAINT="$PWD/$constraints" SAM2_BUILD_CUDA=0 "$venv/bin/python" -m pip install "$@" >"$venv/pip.log" 2>&1; then
+      tail -n 40 "$venv/pip.log" >&2
+      echo "[medtrans] pip install failed, see $venv/pip.log" >&2
+      exit 1
+    fi
+    echo "$want" >"$venv/.installed"
+  fi
+}
+extra=()
+if [ -n "${MEDTRANS_TORCH_INDEX:-}" ]; then extra=(--extra-index-url "$MEDTRANS_TORCH_INDEX"); fi
+# MONAI Label pins numpy 1.x and old DICOM libraries: it gets its own venv, the core one keeps numpy 2.
+ensure_label_venv() { ensure_venv "$LABEL_VENV" constraints-label.txt "${extra[@]}" monailabel -e .; }
+ensure_venv "$VENV" constraints.txt "${extra[@]}" -e ".[test,demo]"
 cmd=${1:-test}
 shift || true
 case "$cmd" in
-  test) exec "$VENV/bin/python" -m pytest "$@" ;;
+  test) ensure_label_venv; exec "$VENV/bin/python" -m pytest "$@" ;;
+  label) ensure_label_venv; exec "$LABEL_VENV/bin/python" -m monailabel.main "$@" ;;
   *) exec "$VENV/bin/medtrans" "$cmd" "$@" ;;
 esac

@@ -110,9 +110,12 @@ def main() -> None:
     parser.add_argument("--dims", nargs="+", type=int, default=[2, 3])
     parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock training budget per method and dims")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--all-folds", action="store_true")
     parser.add_argument("--output", type=Path, default=Path("benchmark_output"))
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.output.mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip() or "unknown"

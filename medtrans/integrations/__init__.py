@@ -1,0 +1,1 @@
+"""Integrations with other tools (imported on demand: their dependencies are not medtrans's)."""

@@ -1,6 +1,7 @@
 """Real-data translation quality: every method, 2D and 3D, one budget, beside training-free baselines.
 
     python benchmarks/quality.py [--task t1-t2 t1c-flair] [--methods ...] [--dims 2 3] [--minutes 10] [--all-folds]
+                                  [--threads N] [--set KEY=VALUE ...]
 
 Tasks (../shared/data):
 - ``t1-t2``: lesjak-ms-mni (3 MS patients) + tcga-lgg-brainles (2 glioma patients), T1 → T2.
@@ -41,6 +42,7 @@ import torch
 from medtrans.data import ImageRecord
 from medtrans.data.intensity import fit_intensity, foreground_mask
 from medtrans.engine import TrainStream, TranslationTrainer
+from medtrans.engine.command import parse_assignments
 from medtrans.evaluate import EvaluationProtocol, evaluate_pair, histogram_baselines, pooled_foreground
 from medtrans.inference import InferenceSettings, Translator
 from medtrans.io import Volume, read_volume, write_volume
@@ -79,12 +81,12 @@ def baselines(test_a: Volume, mask: np.ndarray, targets: list[Path]) -> dict[str
 
 
 def train_and_translate(method_name: str, dims: int, train: list[str], subjects: dict, test_a: Volume, minutes: float,
-                        seed: int, workdir: Path) -> tuple[np.ndarray, np.ndarray, int]:
+                        seed: int, workdir: Path, overrides: dict) -> tuple[np.ndarray, np.ndarray, int]:
     from ignite.engine import Events
     from ignite.handlers import TimeLimit
 
     seed_everything(seed)
-    method = build_method(method_name, spatial_dims=dims, **NETS.get(method_name, RESNET))
+    method = build_method(method_name, spatial_dims=dims, **{**NETS.get(method_name, RESNET), **overrides})
     if method.paired:
         a = [ImageRecord(s, subjects[s][0], subjects[s][2]) for s in train]
         b = [ImageRecord(s, subjects[s][1], subjects[s][2]) for s in train]
@@ -110,6 +112,8 @@ def main() -> None:
     parser.add_argument("--dims", nargs="+", type=int, default=[2, 3])
     parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock training budget per method and dims")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="method options for every method run, e.g. --methods nec --set lambda_ngf=10")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--all-folds", action="store_true")
     parser.add_argument("--output", type=Path, default=Path("benchmark_output"))
@@ -135,7 +139,8 @@ def main() -> None:
                     with tempfile.TemporaryDirectory() as tmp:
                         start = time.monotonic()
                         out, invented, iterations = train_and_translate(name, dims, train, subjects, test_a,
-                                                                         args.minutes, args.seed, Path(tmp))
+                                                                         args.minutes, args.seed, Path(tmp),
+                                                                         parse_assignments(args.set))
                     predictions[f"{name} {dims}D"] = (out, invented, iterations)
                     print(f"{task} {test} {name} {dims}D: {iterations} iterations, {time.monotonic() - start:.0f} s", flush=True)
             for label, (data, invented, iterations) in predictions.items():
@@ -152,7 +157,7 @@ def main() -> None:
                     write_volume(folder / f"{stem}.nii.gz", pred.data, test_a)
                     write_volume(folder / f"{stem}_invented.nii.gz", invented, test_a)
                     volume_montage(subjects[test][0], folder / f"{stem}.nii.gz", subjects[test][1],
-                             folder / f"{stem}_invented.nii.gz", args.output / f"{stem}.png")
+                                   folder / f"{stem}_invented.nii.gz", args.output / f"{stem}.png", scale_type="each")
             pd.DataFrame(rows).to_csv(args.output / "results.csv", index=False)
     table = pd.DataFrame(rows)
     agg = table.groupby(["task", "method"], sort=False).agg(
@@ -162,7 +167,8 @@ def main() -> None:
         f"# medtrans quality benchmark — {datetime.date.today()}, commit {commit}, {platform.machine()} "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}",
         "",
-        f"Budget {args.minutes:g} min wall clock per method and dims, seed {args.seed}; test subject(s): "
+        f"Budget {args.minutes:g} min wall clock per method and dims, seed {args.seed}"
+        + (f", method options {' '.join(args.set)}" if args.set else "") + "; test subject(s): "
         + ", ".join(sorted(set(table['test']))) + "; training subjects split into disjoint A/B halves (pix2pix: paired).",
         "Scores inside the brain mask, each volume scaled by its own 1–99th brain percentiles to [0, 1] (data range 1). "
         "NEC protocol: histogram matching, σ 0.5 mm, per-volume percentiles. Mean ± std over test subjects (std 0 "

@@ -37,21 +37,32 @@ def save_png(path: str | Path, image: np.ndarray, scale: int = 1) -> Path:
     return atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
 
 
-def volume_montage(source: str | Path, output: str | Path, target: str | Path, invented: str | Path, path: str | Path) -> Path:
-    """Middle axial slice (RAS) of input | translation | target | |error| | invented-structure map, as a PNG."""
+def volume_montage(source: str | Path, output: str | Path, target: str | Path, invented: str | Path, path: str | Path,
+                   scale_type: str = "target") -> Path:
+    """Middle axial slice (RAS) of input | translation | target | |error| | invented-structure map, as a PNG.
+
+    Args:
+        scale_type: ``"target"``: translation, target and error share the target's display range (outputs in target
+            units); ``"each"``: translation and target are each scaled by their own 99.5th percentile first, as the
+            ``each`` evaluation protocol does (outputs whose units differ from this target's, e.g. a model trained on
+            another scanner's intensities).
+
+    Raises:
+        ValueError: for an unknown ``scale_type``.
+    """
+    if scale_type not in ("target", "each"):
+        raise ValueError(f"scale_type must be 'target' or 'each', got {scale_type!r}")
 
     def axial(p: str | Path) -> np.ndarray:
         data = np.asarray(nib.as_closest_canonical(nib.load(p)).dataobj, dtype=np.float32)
         return data[:, :, data.shape[2] // 2].T[::-1]
 
-    def scaled(x: np.ndarray, high: float) -> np.ndarray:
-        return np.clip(x / high, 0, 1)
-
     def top(x: np.ndarray) -> float:
         return float(np.percentile(x[x > 0], 99.5)) if (x > 0).any() else 1.0
 
     s, o, t, f = axial(source), axial(output), axial(target), axial(invented)
-    high = top(t)
-    tiles = [scaled(s, top(s)), scaled(o, high), scaled(t, high), scaled(np.abs(o - t), high / 2), scaled(f, 0.6)]
+    s, t = s / top(s), t / top(t)
+    o = o / (top(o) if scale_type == "each" else top(axial(target)))
+    tiles = [np.clip(x, 0, 1) for x in (s, o, t, 2 * np.abs(o - t), f / 0.6)]
     row = np.concatenate([np.pad(x, ((0, 0), (0, 4))) for x in tiles], axis=1)
     return save_png(path, (row * 255).astype(np.uint8), scale=2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -26,6 +27,16 @@ def shared_file(relative: str) -> Path:
             pytest.fail(f"real test data {path} is missing in CI")
         pytest.skip(f"real test data {path} not available (set MEDTRANS_SHARED_DATA)")
     return path
+
+
+def spm_template_domains(root: Path) -> tuple[Path, Path]:
+    """Domain folders ``root/a`` (SPM avg152 T1) and ``root/b`` (avg152 T2), one 91x109x91 subject ``s1.nii`` each."""
+    folders = []
+    for domain, name in (("a", "avg152T1.nii"), ("b", "avg152T2.nii")):
+        (root / domain).mkdir()
+        shutil.copy(shared_file(f"spm-templates/canonical/{name}"), root / domain / "s1.nii")
+        folders.append(root / domain)
+    return folders[0], folders[1]
 
 
 def to_unit_range(volume: np.ndarray) -> np.ndarray:

@@ -1,5 +1,3 @@
-import shutil
-
 import nibabel as nib
 import numpy as np
 import pytest
@@ -7,7 +5,7 @@ import pytest
 from medtrans.cli import main
 from medtrans.engine.command import parse_assignments
 from medtrans.errors import InputError
-from tests.conftest import shared_file
+from tests.conftest import spm_template_domains
 
 
 def test_parse_assignments():
@@ -18,9 +16,7 @@ def test_parse_assignments():
 
 
 def test_train_command_end_to_end(tmp_path):
-    for domain, name in (("a", "avg152T1.nii"), ("b", "avg152T2.nii")):
-        (tmp_path / domain).mkdir()
-        shutil.copy(shared_file(f"spm-templates/canonical/{name}"), tmp_path / domain / "s1.nii")
+    spm_template_domains(tmp_path)
     run = tmp_path / "run"
     code = main(["train", "--method", "nec", "--data-a", str(tmp_path / "a"), "--data-b", str(tmp_path / "b"),
                  "--output", str(run), "--dims", "2", "--patch-size", "32", "32", "1", "--batch-size", "2",
@@ -39,9 +35,7 @@ def test_train_command_end_to_end(tmp_path):
 
 def test_mlflow_tracking_records_losses(tmp_path):
     mlflow = pytest.importorskip("mlflow", reason="the 'tracking' extra is not installed")
-    for domain, name in (("a", "avg152T1.nii"), ("b", "avg152T2.nii")):
-        (tmp_path / domain).mkdir()
-        shutil.copy(shared_file(f"spm-templates/canonical/{name}"), tmp_path / domain / "s1.nii")
+    spm_template_domains(tmp_path)
     run = tmp_path / "run"
     assert main(["train", "--method", "cut", "--data-a", str(tmp_path / "a"), "--data-b", str(tmp_path / "b"),
                  "--output", str(run), "--dims", "2", "--patch-size", "32", "32", "1", "--iterations", "2",

@@ -23,7 +23,7 @@ import requests
 
 from medtrans.cli import main
 from medtrans.inference import translate_path
-from tests.conftest import REPO, shared_file
+from tests.conftest import REPO, shared_file, spm_template_domains
 
 pytestmark = pytest.mark.xdist_group("monailabel")  # one server for the whole module
 
@@ -111,9 +111,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     """A tiny 3D NEC model trained here, the sample app serving it, and reference translations."""
     python = _label_python()
     root = tmp_path_factory.mktemp("monailabel")
-    for domain, name in (("a", "avg152T1.nii"), ("b", "avg152T2.nii")):
-        (root / domain).mkdir()
-        shutil.copy(shared_file(f"spm-templates/canonical/{name}"), root / domain / "s1.nii")
+    spm_template_domains(root)
     run = root / "run"
     assert main(["train", "--method", "nec", "--data-a", str(root / "a"), "--data-b", str(root / "b"),
                  "--output", str(run), "--dims", "3", "--patch-size", "32", "32", "32", "--iterations", "4",

@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from medtrans.data.intensity import foreground_mask
 from medtrans.io import atomic_write
 
 __all__ = ["save_png", "tensor_montage", "volume_montage"]
@@ -43,9 +44,9 @@ def volume_montage(source: str | Path, output: str | Path, target: str | Path, i
 
     Args:
         scale_type: ``"target"``: translation, target and error share the target's display range (outputs in target
-            units); ``"each"``: translation and target are each scaled by their own 99.5th percentile first, as the
-            ``each`` evaluation protocol does (outputs whose units differ from this target's, e.g. a model trained on
-            another scanner's intensities).
+            units); ``"each"``: translation and target are each mapped by their own 1st–99th percentiles inside the
+            input's foreground to [0, 1], as the ``each`` evaluation protocol scores them (outputs whose units differ
+            from this target's, e.g. a model trained on another scanner's intensities, or z-scored volumes).
 
     Raises:
         ValueError: for an unknown ``scale_type``.
@@ -61,8 +62,16 @@ def volume_montage(source: str | Path, output: str | Path, target: str | Path, i
         return float(np.percentile(x[x > 0], 99.5)) if (x > 0).any() else 1.0
 
     s, o, t, f = axial(source), axial(output), axial(target), axial(invented)
-    s, t = s / top(s), t / top(t)
-    o = o / (top(o) if scale_type == "each" else top(axial(target)))
-    tiles = [np.clip(x, 0, 1) for x in (s, o, t, 2 * np.abs(o - t), f / 0.6)]
+    if scale_type == "each":
+        fg = foreground_mask(s) if np.ptp(s) > 0 else np.ones(s.shape, bool)
+
+        def each(x: np.ndarray) -> np.ndarray:
+            low, high = np.percentile(x[fg], [1, 99])
+            return np.where(fg, (x - low) / max(high - low, 1e-12), 0)
+
+        o, t = each(o), each(t)
+    else:
+        o, t = o / top(t), t / top(t)
+    tiles = [np.clip(x, 0, 1) for x in (s / top(s), o, t, 2 * np.abs(o - t), f / 0.6)]
     row = np.concatenate([np.pad(x, ((0, 0), (0, 4))) for x in tiles], axis=1)
     return save_png(path, (row * 255).astype(np.uint8), scale=2)

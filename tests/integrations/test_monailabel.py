@@ -84,12 +84,12 @@ class Server:
             return None
 
     def infer(self, params: dict | None = None, image: str | None = None, upload: Path | None = None,
-              output: str = "image") -> requests.Response:
+              output: str = "image", model: str = "tiny") -> requests.Response:
         query = {"output": output, **({"image": image} if image else {})}
         files = {"params": (None, json.dumps(params or {}))}
         if upload is not None:
             files["file"] = (upload.name, upload.read_bytes())
-        return requests.post(f"{self.url}/infer/tiny", params=query, files=files, timeout=300)
+        return requests.post(f"{self.url}/infer/{model}", params=query, files=files, timeout=300)
 
 
 def assert_same_volume(got: nib.Nifti1Image, want: nib.Nifti1Image) -> None:
@@ -130,9 +130,13 @@ def served(tmp_path_factory: pytest.TempPathFactory):
                    roi_size=(32, 32, 32), overlap=0.5, progress=False)
     translate_path(root / "a" / "s1.nii", reference / "upload.nii.gz", run / "generator.pt", progress=False)
     (app / "model").mkdir()
-    shutil.copy(run / "generator.pt", app / "model" / "tiny.pt")  # served as model "tiny" (--conf models tiny)
+    shutil.copy(run / "generator.pt", app / "model" / "tiny.pt")  # served as model "tiny"
+    bundle = app / "model" / "tiny_bundle"  # the same weights as a bundle folder, as a bundle's train.yaml exports them
+    shutil.copytree(REPO / "bundles" / "nec" / "configs", bundle / "configs")
+    (bundle / "models").mkdir()
+    shutil.copy(run / "generator.pt", bundle / "models" / "model.pt")
     server = Server(root)
-    server.start(python, app, studies, "tiny")
+    server.start(python, app, studies, "tiny,tiny_bundle")
     try:
         yield server, study, root / "a" / "s1.nii", reference
     finally:
@@ -145,6 +149,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 def test_info_lists_the_model_as_a_translation_task(served):
     server = served[0]
     info = requests.get(f"{server.url}/info/", timeout=30).json()
+    assert set(info["models"]) == {"tiny", "tiny_bundle"}
     model = info["models"]["tiny"]
     assert model["type"] == "others" and model["dimension"] == 3
     assert model["config"]["roi_size"] == "32,32,32"  # the model's own default, a string (a list would be a choice)
@@ -162,9 +167,10 @@ def test_study_image_equals_medtrans_translate(served, tmp_path):
     assert np.ptp(got.get_fdata()) > 0
 
 
-def test_uploaded_file_equals_medtrans_translate(served, tmp_path):
+@pytest.mark.parametrize("model", ["tiny", "tiny_bundle"])
+def test_uploaded_file_equals_medtrans_translate(served, tmp_path, model):
     server, _, upload, reference = served
-    got = _nifti(server.infer(upload=upload), tmp_path / "got.nii.gz")
+    got = _nifti(server.infer(upload=upload, model=model), tmp_path / "got.nii.gz")
     assert_same_volume(got, nib.load(reference / "upload.nii.gz"))
 
 

@@ -173,8 +173,8 @@ class TranslationInferTask(InferTask):
                 if result_type == "translation":
                     translator.translate_file(image, result)
                 else:
-                    maps = Path(tmp) / "map.nii.gz"
-                    translator.translate_file(image, Path(tmp) / "translation.nii.gz", maps, maps_eps=eps)
+                    maps = Path(tmp) / f"map{suffix}"
+                    translator.translate_file(image, Path(tmp) / f"translation{suffix}", maps, maps_eps=eps)
                     os.replace(faithfulness_paths(maps)[result_type], result)
         except MedtransError as err:
             os.unlink(result)

@@ -174,10 +174,11 @@ def test_uploaded_file_equals_medtrans_translate(served, tmp_path, model):
     assert_same_volume(got, nib.load(reference / "upload.nii.gz"))
 
 
-@pytest.mark.parametrize("result_type", ["invented", "ngf"])
-def test_faithfulness_map_on_request(served, tmp_path, result_type):
+@pytest.mark.parametrize("result_type, extension", [("invented", ".nii.gz"), ("ngf", ".nii.gz"), ("erased", ".nii")])
+def test_faithfulness_map_on_request(served, tmp_path, result_type, extension):
     server, _, _, reference = served
-    got = _nifti(server.infer({**ROI, "result_type": result_type}, image="tcga"), tmp_path / "map.nii.gz")
+    params = {**ROI, "result_type": result_type, "result_extension": extension}
+    got = _nifti(server.infer(params, image="tcga"), tmp_path / f"map{extension}")
     name = "tcga_map.nii.gz" if result_type == "ngf" else f"tcga_map_{result_type}.nii.gz"
     assert_same_volume(got, nib.load(reference / name))
 

@@ -43,7 +43,12 @@ from medtrans.data import ImageRecord
 from medtrans.data.intensity import fit_intensity, foreground_mask
 from medtrans.engine import TrainStream, TranslationTrainer
 from medtrans.engine.command import parse_assignments
-from medtrans.evaluate import EvaluationProtocol, evaluate_pair, histogram_baselines, pooled_foreground
+from medtrans.evaluate import (
+    EvaluationProtocol,
+    evaluate_pair,
+    histogram_baselines,
+    pooled_foreground,
+)
 from medtrans.inference import InferenceSettings, Translator
 from medtrans.io import Volume, read_volume, write_volume
 from medtrans.methods import build_method, method_names

@@ -366,8 +366,8 @@ def _output_name(path: Path) -> str:
     return path.name if is_nifti(path) else f"{path.name}.nii.gz"
 
 
-def _pairs(inputs: list[Path], input_arg: Path, output: Path) -> Iterator[tuple[Path, Path]]:
-    if inputs == [input_arg]:
+def _pairs(inputs: list[Path], single: bool, output: Path) -> Iterator[tuple[Path, Path]]:
+    if single:
         yield inputs[0], output
         return
     if output.exists() and not output.is_dir():
@@ -471,8 +471,8 @@ def translate_path(
     translator = Translator(model, InferenceSettings(**{**model.inference, **settings}), target_intensity)
     input_path, output_path = Path(input_path), Path(output_path)
     inputs = list_inputs(input_path)
-    single = len(inputs) == 1 and inputs[0] == input_path  # a file or one DICOM series, not a folder of volumes
-    pairs = list(_pairs(inputs, input_path, output_path))
+    single = inputs == [input_path]  # a file or one DICOM series, not a folder of volumes
+    pairs = list(_pairs(inputs, single, output_path))
     maps_dir = None
     if faithfulness_map is not None and not single:
         maps_dir = Path(faithfulness_map)

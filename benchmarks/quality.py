@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--all-folds", action="store_true")
     parser.add_argument("--output", type=Path, default=Path("benchmark_output"))
     args = parser.parse_args()
+    overrides = parse_assignments(args.set)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.output.mkdir(parents=True, exist_ok=True)
@@ -144,8 +145,7 @@ def main() -> None:
                     with tempfile.TemporaryDirectory() as tmp:
                         start = time.monotonic()
                         out, invented, iterations = train_and_translate(name, dims, train, subjects, test_a,
-                                                                         args.minutes, args.seed, Path(tmp),
-                                                                         parse_assignments(args.set))
+                                                                         args.minutes, args.seed, Path(tmp), overrides)
                     predictions[f"{name} {dims}D"] = (out, invented, iterations)
                     print(f"{task} {test} {name} {dims}D: {iterations} iterations, {time.monotonic() - start:.0f} s", flush=True)
             for label, (data, invented, iterations) in predictions.items():

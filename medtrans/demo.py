@@ -114,7 +114,7 @@ def run_demo(output: str | Path = "demo_output", data: str | Path | None = None,
     _say("5/5 writing the montage")
     first = sorted(p for p in translated.iterdir() if is_nifti(p))[0]
     volume_montage(data / "test" / "A" / first.name, first, data / "test" / "B" / first.name,
-             output / "faithfulness" / first.name.replace(".nii", "_invented.nii"), output / "montage.png")
+                   output / "faithfulness" / first.name.replace(".nii", "_invented.nii"), output / "montage.png")
     _say(f"done in {(time.monotonic() - start) / 60:.1f} min: {output}/translated, faithfulness/, scores.csv, montage.png "
          "(input | NEC | real T2 | |error| | invented structure)")
     return scores

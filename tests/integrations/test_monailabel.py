@@ -39,6 +39,12 @@ def _label_python() -> Path:
     return LABEL_PYTHON
 
 
+def _copy_app(root: Path) -> Path:
+    """The sample app copied to ``root/app`` without what a server run leaves in it (the server writes there)."""
+    ignore = shutil.ignore_patterns("model", "logs", "lib", "bin", "__pycache__")
+    return Path(shutil.copytree(REPO / "monailabel_app", root / "app", ignore=ignore))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -122,8 +128,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     studies.mkdir()
     study = studies / "tcga.nii.gz"  # LPS orientation, 240x240x155: geometry must come back unchanged
     shutil.copy(shared_file("tcga-lgg-brainles/TCGA-DU-7294/t1.nii.gz"), study)
-    app = Path(shutil.copytree(REPO / "monailabel_app", root / "app",
-                               ignore=shutil.ignore_patterns("model", "logs", "lib", "bin", "__pycache__")))
+    app = _copy_app(root)
     reference = root / "reference"
     reference.mkdir()
     translate_path(study, reference / "tcga.nii.gz", run / "generator.pt", faithfulness_map=reference / "tcga_map.nii.gz",
@@ -218,7 +223,7 @@ def test_bad_parameters_are_refused_with_the_reason(served, params, message):
 
 def test_a_missing_model_stops_the_server_with_the_paths_it_tried(tmp_path):
     python = _label_python()
-    app = Path(shutil.copytree(REPO / "monailabel_app", tmp_path / "app", ignore=shutil.ignore_patterns("model", "__pycache__")))
+    app = _copy_app(tmp_path)
     (tmp_path / "studies").mkdir()
     result = subprocess.run([str(python), "-m", "monailabel.main", "start_server", "--app", str(app), "--studies",
                              str(tmp_path / "studies"), "--host", "127.0.0.1", "--port", str(_free_port()),

@@ -1,35 +1,43 @@
-"""Real-data translation quality: every method, 2D and 3D, one budget, beside training-free baselines.
+"""Real-data translation quality on a fixed iteration budget, beside training-free baselines, scored by one scorer.
 
-    python benchmarks/quality.py [--task t1-t2 t1c-flair] [--methods ...] [--dims 2 3] [--minutes 10] [--all-folds]
-                                  [--threads N] [--set KEY=VALUE ...]
+    python benchmarks/quality.py [--task t1-t2 t1c-flair] [--methods nec ...] [--dims 3] [--iterations 2000]
+                                 [--seeds 0 1 2] [--split two all-but-one] [--folds default|all] [--patch X Y Z]
+                                 [--set KEY=VALUE ...] [--label NAME] [--threads N] [--output DIR]
 
-Tasks (../shared/data):
+Tasks (../shared/data, or $MEDTRANS_SHARED_DATA):
 - ``t1-t2``: lesjak-ms-mni (3 MS patients) + tcga-lgg-brainles (2 glioma patients), T1 → T2.
 - ``t1c-flair``: brats2015-deepmedic (4 glioma patients), T1c → FLAIR.
 
-Split: one test subject is left out (default lesjak patient26, as ../shared/notes/baselines.md; brats pat0006); with
-``--all-folds`` every subject is left out in turn. The remaining subjects, sorted, alternate between two disjoint
-halves — T1 (or T1c) volumes from the first, T2 (FLAIR) volumes from the second, so both halves mix the datasets and
-training is truly unpaired; pix2pix, the paired baseline, trains on both contrasts of all training subjects. Every method trains for the same wall-clock budget on
-this machine with the same seed, through medtrans's own engine (bundle-default networks; 2D: 128² axial slices, batch
-4; 3D: 48³ patches, batch 1; foreground sampling), then translates the test volume whole.
+Splits — subject-disjoint: the test subject is never seen, in either domain:
+- ``two``: the other subjects, sorted, alternate between domain A (their T1 / T1c) and domain B (their T2 / FLAIR),
+  so A and B come from different patients and both mix the datasets (../shared/notes/baselines.md's split).
+- ``all-but-one``: A = the T1s of every other subject, B = their T2s, used unpaired (batches draw A and B
+  independently).
+pix2pix, the paired baseline, always trains on both contrasts of every other subject, paired.
+``--folds default`` tests lesjak patient26 (T1→T2) / brats pat0006 (T1c→FLAIR); ``all`` leaves each subject out in turn.
 
-Baselines without training: the rescaled input; the input histogram-matched to the pooled training targets; the
-contrast-inverted input histogram-matched the same way.
+Training: medtrans's own engine and defaults (networks, schedule), foreground sampling, 3D 48³ patches batch 1 or 2D
+128² axial slices batch 4 (``--patch`` changes it), for exactly ``--iterations`` iterations per seed — figures are
+reproducible across machines; the wall time is reported beside them. The test volume is translated whole
+(3D: 96³ windows, overlap 0.25; 2D: every axial slice).
 
-Scores: ``medtrans.evaluate`` inside the brain mask with per-volume normalisation (each volume's 1st–99th brain
-percentiles to [0, 1], data range 1 — the datasets' raw intensity scales differ, so scaling by the target's percentiles
-would score the scale, not the translation) and with the NEC protocol (histogram matching, σ = 0.5 mm, per-volume
-percentiles). Writes ``<out>/results.csv``, ``<out>/results.md`` (table with split, budget, seed, commit, machine) and
-one montage PNG per method and fold (input | output | target | |error| | invented structure).
+Scores (``medtrans.evaluate``, inside the brain mask): each volume scaled by its own 1st–99th brain percentiles to
+[0, 1], data range 1 (the datasets' raw scales differ); and the NEC protocol (histogram matching, σ 0.5 mm). Also:
+``checkerboard`` — the output's energy at the 2-voxel period relative to the target's (1 = none added);
+``r_target`` / ``r_source`` — the correlation of the output with the target and with the source inside the mask (a
+T1→T2 output that flipped the contrast has r_source < 0 and r_target > 0). Baselines: the rescaled input, the input
+histogram-matched to the pooled training targets, and the contrast-inverted input histogram-matched the same way.
+
+Writes ``<out>/runs.csv`` (one row per run, appended, so several invocations share one table), ``<out>/results.md``
+(mean ± std over seeds and folds per task, split, method and label) and one montage PNG per run.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
-import shutil
 import subprocess
 import tempfile
 import time
@@ -39,23 +47,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medtrans.data import ImageRecord
+from medtrans.data import ImageRecord, TrainStream
 from medtrans.data.intensity import fit_intensity, foreground_mask
-from medtrans.engine import TrainStream, TranslationTrainer
+from medtrans.engine import TranslationTrainer
 from medtrans.engine.command import parse_assignments
-from medtrans.evaluate import (
-    EvaluationProtocol,
-    evaluate_pair,
-    histogram_baselines,
-    pooled_foreground,
-)
+from medtrans.evaluate import EvaluationProtocol, evaluate_pair, histogram_baselines, pooled_foreground
 from medtrans.inference import InferenceSettings, Translator
 from medtrans.io import Volume, read_volume, write_volume
-from medtrans.methods import build_method, method_names
+from medtrans.methods import build_method
+from medtrans.metrics import checkerboard
 from medtrans.utils import seed_everything
 from medtrans.visualize import volume_montage
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(os.environ.get("MEDTRANS_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 LESJAK = {f"lesjak-{p}": (DATA / "lesjak-ms-mni" / p / "T1.nii.gz", DATA / "lesjak-ms-mni" / p / "T2.nii.gz", None)
           for p in ("patient07", "patient19", "patient26")}
 TCGA = {f"tcga-{s}": (DATA / "tcga-lgg-brainles" / s / "t1.nii.gz", DATA / "tcga-lgg-brainles" / s / "t2.nii.gz",
@@ -64,13 +68,8 @@ BRATS = {f"brats-{s}": (DATA / "brats2015-deepmedic" / s / "t1c.nii.gz", DATA / 
                         DATA / "brats2015-deepmedic" / s / "brainmask.nii.gz")
          for s in ("brats_2013_pat0003_1", "brats_2013_pat0004_1", "brats_2013_pat0005_1", "brats_2013_pat0006_1")}
 TASKS = {"t1-t2": ({**LESJAK, **TCGA}, "lesjak-patient26"), "t1c-flair": (BRATS, "brats-brats_2013_pat0006_1")}
-NETS = {  # bundle defaults
-    "pix2pix": {"generator": {"channels": [32, 64, 128, 256], "strides": [2, 2, 2]}, "discriminator": {"channels": 32}},
-    "nec": {"generator": {"channels": [32, 64, 128, 256], "strides": [2, 2, 2]},
-            "discriminator": {"channels": 32, "num_layers": 3, "num_scales": 2}},
-    "unit": {"generator": {"channels": 32, "num_res_blocks": 4}, "discriminator": {"channels": 32, "num_layers": 3, "num_scales": 2}},
-}
-RESNET = {"generator": {"channels": 32, "num_res_blocks": 6}, "discriminator": {"channels": 32}}
+PATCH = {2: [128, 128, 1], 3: [48, 48, 48]}
+BATCH = {2: 4, 3: 1}
 
 
 def brain_mask(volume: Volume, mask_path: Path | None) -> np.ndarray:
@@ -79,48 +78,91 @@ def brain_mask(volume: Volume, mask_path: Path | None) -> np.ndarray:
     return foreground_mask(volume.data)
 
 
+def split_records(split: str, train: list[str], subjects: dict, paired: bool) -> tuple[list, list]:
+    """Domain A and B records of a split (see the module doc)."""
+    if paired or split == "all-but-one":
+        a_ids = b_ids = train
+    elif split == "two":
+        a_ids, b_ids = train[0::2], train[1::2]
+    else:
+        raise ValueError(f"unknown split {split!r}")
+    return ([ImageRecord(s, subjects[s][0], subjects[s][2]) for s in a_ids],
+            [ImageRecord(s, subjects[s][1], subjects[s][2]) for s in b_ids])
+
+
 def baselines(test_a: Volume, mask: np.ndarray, targets: list[Path]) -> dict[str, np.ndarray]:
     rescaled = fit_intensity({"type": "percentile"}, test_a.data, mask).forward(test_a.data)
     matched = histogram_baselines(test_a.data, mask, pooled_foreground(targets))
     return {"baseline: rescaled input": rescaled, **{f"baseline: {k}": v for k, v in matched.items()}}
 
 
-def train_and_translate(method_name: str, dims: int, train: list[str], subjects: dict, test_a: Volume, minutes: float,
-                        seed: int, workdir: Path, overrides: dict) -> tuple[np.ndarray, np.ndarray, int]:
-    from ignite.engine import Events
-    from ignite.handlers import TimeLimit
+def correlation(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> float:
+    return float(np.corrcoef(x[mask], y[mask])[0, 1])
 
+
+def train_and_translate(method_name: str, dims: int, records: tuple[list, list], test_a: Volume, iterations: int,
+                        seed: int, patch: list[int] | None, workdir: Path, overrides: dict) -> dict:
     seed_everything(seed)
-    method = build_method(method_name, spatial_dims=dims, **{**NETS.get(method_name, RESNET), **overrides})
-    if method.paired:
-        a = [ImageRecord(s, subjects[s][0], subjects[s][2]) for s in train]
-        b = [ImageRecord(s, subjects[s][1], subjects[s][2]) for s in train]
-    else:  # alternate subjects: both halves mix the datasets (protocols), as ../shared/notes/baselines.md
-        a = [ImageRecord(s, subjects[s][0], subjects[s][2]) for s in train[0::2]]
-        b = [ImageRecord(s, subjects[s][1], subjects[s][2]) for s in train[1::2]]
-    patch = [128, 128, 1] if dims == 2 else [48, 48, 48]
-    stream = TrainStream(a, b, {"patch_size": patch, "sampler_type": "foreground", "samples_per_volume": 16,
-                                "max_length": 64}, batch_size=4 if dims == 2 else 1, paired=method.paired, seed=seed)
-    trainer = TranslationTrainer(method, stream, workdir, max_epochs=10**6, epoch_length=100, device="auto",
-                                 resume=False, tracking="none", progress=False, log_interval=10**9)
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, TimeLimit(limit_sec=int(minutes * 60)))
+    method = build_method(method_name, spatial_dims=dims, **overrides)
+    patch = patch or PATCH[dims]
+    method.check_patch(patch)
+    stream = TrainStream(*records, {"patch_size": patch, "sampler_type": "foreground", "num_workers": 1},
+                         batch_size=BATCH[dims], paired=method.paired, seed=seed)
+    trainer = TranslationTrainer(method, stream, workdir, iterations=iterations, device="auto", resume=False,
+                                 tracking="none", progress=False, log_interval=max(1, iterations // 10))
+    start = time.perf_counter()
     trainer.run()
-    settings = InferenceSettings(roi_size=(96, 96, 96), overlap=0.25, progress=False)
-    result = Translator(trainer.translation_model(), settings).translate(test_a, maps=True)
-    return result.output, result.maps["invented"], trainer.state.iteration
+    seconds = time.perf_counter() - start
+    result = Translator(trainer.model, InferenceSettings(roi_size=(96, 96, 96), overlap=0.25, progress=False)
+                        ).translate(test_a, maps=True)
+    return {"output": result.output, "invented": result.maps["invented"], "seconds": seconds}
+
+
+def score(pred: np.ndarray, test_a: Volume, test_b: Volume, mask: np.ndarray) -> dict[str, float]:
+    mask_volume = Volume(mask.astype(np.float32), test_a.affine, Path("mask"))
+    volume = Volume(np.asarray(pred, np.float32), test_a.affine, Path("prediction"))
+    row = {}
+    for prefix, protocol in (("", EvaluationProtocol(normalization="each")), ("nec_", EvaluationProtocol.nec())):
+        row.update({prefix + k: v for k, v in evaluate_pair(volume, test_b, mask_volume, protocol).items()})
+    row["checkerboard"] = checkerboard(pred, test_b.data, mask)
+    row["r_target"] = correlation(pred, test_b.data, mask)
+    row["r_source"] = correlation(pred, test_a.data, mask)
+    return row
+
+
+def summarize(table: pd.DataFrame) -> list[str]:
+    keys = ["task", "split", "method", "label"]
+    metrics = ("psnr", "ssim3d", "mae", "nec_psnr", "nec_ssim3d", "checkerboard", "r_source")
+    lines = ["| task | split | method | label | runs | iterations | train min | PSNR dB | SSIM 3D | MAE | NEC PSNR | "
+             "NEC SSIM | checkerboard | r(source) |", "|" + "---|" * 14]
+    for group, rows in table.groupby(keys, sort=False, dropna=False):
+        cells = []
+        for m in metrics:
+            values = rows[m].to_numpy(float)
+            std = values.std(ddof=1) if len(values) > 1 else 0.0
+            digits = 2 if m in ("psnr", "nec_psnr", "checkerboard") else 3
+            cells.append(f"{values.mean():.{digits}f} ± {std:.{digits}f}")
+        minutes = rows["seconds"].mean() / 60 if rows["seconds"].notna().any() else float("nan")
+        lines.append(f"| {' | '.join(str(g) for g in group)} | {len(rows)} | {rows['iterations'].mean():.0f} | "
+                     f"{minutes:.1f} | {' | '.join(cells)} |")
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--methods", nargs="+", default=method_names())
-    parser.add_argument("--dims", nargs="+", type=int, default=[2, 3])
-    parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock training budget per method and dims")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="method options for every method run, e.g. --methods nec --set lambda_ngf=10")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--all-folds", action="store_true")
+    parser.add_argument("--methods", nargs="+", default=["nec"])
+    parser.add_argument("--dims", nargs="+", type=int, default=[3])
+    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--split", nargs="+", default=["two"], choices=["two", "all-but-one"])
+    parser.add_argument("--folds", default="default", choices=["default", "all"])
+    parser.add_argument("--test", nargs="+", help="test subjects (overrides --folds)")
+    parser.add_argument("--patch", type=int, nargs=3, help="training patch (default 48³ in 3D, 128² slices in 2D)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="method options for every run")
+    parser.add_argument("--label", default="default", help="names this configuration in the tables")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--output", type=Path, default=Path("benchmark_output"))
     args = parser.parse_args()
     overrides = parse_assignments(args.set)
@@ -129,67 +171,57 @@ def main() -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip() or "unknown"
-    rows = []
+    csv = args.output / "runs.csv"
+    common = {"label": args.label, "options": " ".join(args.set), "commit": commit, "threads": torch.get_num_threads(),
+              "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
+              "date": str(datetime.date.today())}
     for task in args.task:
         subjects, default_test = TASKS[task]
-        folds = sorted(subjects) if args.all_folds else [default_test]
-        for test in folds:
+        tests = args.test or (sorted(subjects) if args.folds == "all" else [default_test])
+        for test in tests:
             train = [s for s in sorted(subjects) if s != test]
             test_a, test_b = read_volume(subjects[test][0]), read_volume(subjects[test][1])
             mask = brain_mask(test_a, subjects[test][2])
-            mask_volume = Volume(mask.astype(np.float32), test_a.affine, Path("mask"))
-            predictions = {name: (data, None, 0) for name, data in
-                           baselines(test_a, mask, [subjects[s][1] for s in train[1::2]]).items()}
-            for name in args.methods:
-                for dims in args.dims:
-                    with tempfile.TemporaryDirectory() as tmp:
-                        start = time.monotonic()
-                        out, invented, iterations = train_and_translate(name, dims, train, subjects, test_a,
-                                                                         args.minutes, args.seed, Path(tmp), overrides)
-                    predictions[f"{name} {dims}D"] = (out, invented, iterations)
-                    print(f"{task} {test} {name} {dims}D: {iterations} iterations, {time.monotonic() - start:.0f} s", flush=True)
-            for label, (data, invented, iterations) in predictions.items():
-                pred = Volume(np.asarray(data, np.float32), test_a.affine, Path(label))
-                row = {"task": task, "test": test, "method": label, "iterations": iterations}
-                for protocol_name, protocol in (("", EvaluationProtocol(normalization="each")), ("nec_", EvaluationProtocol.nec())):
-                    scores = evaluate_pair(pred, test_b, mask_volume, protocol)
-                    row.update({protocol_name + k: v for k, v in scores.items()})
-                rows.append(row)
-                if invented is not None:
-                    stem = f"{task}_{test}_{label.replace(' ', '_')}"
-                    folder = args.output / "volumes"
-                    folder.mkdir(exist_ok=True)
-                    write_volume(folder / f"{stem}.nii.gz", pred.data, test_a)
-                    write_volume(folder / f"{stem}_invented.nii.gz", invented, test_a)
-                    volume_montage(subjects[test][0], folder / f"{stem}.nii.gz", subjects[test][1],
-                                   folder / f"{stem}_invented.nii.gz", args.output / f"{stem}.png", scale_type="each")
-            pd.DataFrame(rows).to_csv(args.output / "results.csv", index=False)
-    table = pd.DataFrame(rows)
-    agg = table.groupby(["task", "method"], sort=False).agg(
-        **{f"{m}_{s}": (m, s) for m in ("psnr", "ssim3d", "mae", "nec_psnr", "nec_ssim3d") for s in ("mean", "std")},
-        iterations=("iterations", "mean"))
-    lines = [
-        f"# medtrans quality benchmark — {datetime.date.today()}, commit {commit}, {platform.machine()} "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}",
-        "",
-        f"Budget {args.minutes:g} min wall clock per method and dims, seed {args.seed}"
-        + (f", method options {' '.join(args.set)}" if args.set else "") + "; test subject(s): "
-        + ", ".join(sorted(set(table['test']))) + "; training subjects split into disjoint A/B halves (pix2pix: paired).",
-        "Scores inside the brain mask, each volume scaled by its own 1–99th brain percentiles to [0, 1] (data range 1). "
-        "NEC protocol: histogram matching, σ 0.5 mm, per-volume percentiles. Mean ± std over test subjects (std 0 "
-        "with one).",
-        "",
-        "| task | method | iterations | PSNR dB | SSIM 3D | MAE | NEC-protocol PSNR | NEC-protocol SSIM |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for (task, method), r in agg.iterrows():
-        std = lambda v: 0.0 if np.isnan(v) else v  # noqa: E731
-        lines.append(f"| {task} | {method} | {r['iterations']:.0f} | {r['psnr_mean']:.2f} ± {std(r['psnr_std']):.2f} | "
-                     f"{r['ssim3d_mean']:.3f} ± {std(r['ssim3d_std']):.3f} | {r['mae_mean']:.3f} | "
-                     f"{r['nec_psnr_mean']:.2f} | {r['nec_ssim3d_mean']:.3f} |")
+            rows = []
+            for split in args.split:
+                if not args.no_baselines:
+                    targets = [r.image for r in split_records(split, train, subjects, False)[1]]
+                    for name, pred in baselines(test_a, mask, targets).items():
+                        rows.append({"task": task, "test": test, "split": split, "method": name, "dims": None,
+                                     "seed": None, "iterations": 0, "seconds": np.nan, **score(pred, test_a, test_b, mask)})
+                for name in args.methods:
+                    paired = build_method(name, spatial_dims=3).paired
+                    records = split_records(split, train, subjects, paired)
+                    for dims in args.dims:
+                        for seed in args.seeds:
+                            with tempfile.TemporaryDirectory() as tmp:
+                                run = train_and_translate(name, dims, records, test_a, args.iterations, seed, args.patch,
+                                                          Path(tmp), overrides)
+                            label = f"{name} {dims}D"
+                            row = {"task": task, "test": test, "split": split, "method": label, "dims": dims,
+                                   "seed": seed, "iterations": args.iterations, "seconds": run["seconds"],
+                                   **score(run["output"], test_a, test_b, mask)}
+                            rows.append(row)
+                            print(f"{task} {test} {split} {label} seed {seed} [{args.label}]: {args.iterations} it in "
+                                  f"{run['seconds'] / 60:.1f} min; PSNR {row['psnr']:.2f} SSIM {row['ssim3d']:.3f} "
+                                  f"checkerboard {row['checkerboard']:.2f} r(source) {row['r_source']:.2f}", flush=True)
+                            stem = f"{task}_{test}_{split}_{name}{dims}d_s{seed}_{args.label}".replace(" ", "_")
+                            with tempfile.TemporaryDirectory() as tmp:
+                                files = [Path(tmp) / f"{k}.nii.gz" for k in ("out", "invented")]
+                                write_volume(files[0], run["output"], test_a)
+                                write_volume(files[1], run["invented"], test_a)
+                                volume_montage(subjects[test][0], files[0], subjects[test][1], files[1],
+                                               args.output / f"{stem}.png", scale_type="each")
+            frame = pd.DataFrame([{**r, **common} for r in rows])
+            frame.to_csv(csv, mode="a", header=not csv.exists(), index=False)
+    table = pd.read_csv(csv, keep_default_na=False, na_values=[""])
+    lines = [f"# medtrans quality benchmark — {args.output}", "",
+             "Mean ± std over the runs (seeds × test subjects) of each configuration; iterations per run, training "
+             "minutes per run on the machine in runs.csv. Scores inside the brain mask, each volume scaled by its "
+             "own 1–99th percentiles (data range 1); NEC protocol: histogram matching, σ 0.5 mm.", "",
+             *summarize(table)]
     (args.output / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    shutil.rmtree(args.output / "volumes", ignore_errors=True)
 
 
 if __name__ == "__main__":

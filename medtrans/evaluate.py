@@ -15,18 +15,19 @@ Protocol (documented in docs/evaluation.md):
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.ndimage import gaussian_filter
 
 from medtrans.data.intensity import foreground_mask, histogram_match
+from medtrans.defaults import NORMALIZATIONS
 from medtrans.errors import InputError
-from medtrans.io import Volume, atomic_write, is_nifti, read_volume
+from medtrans.io import Volume, atomic_write, check_writable, is_nifti, read_volume
 from medtrans.metrics import mae, psnr, ssim
 
 __all__ = [
@@ -36,11 +37,10 @@ __all__ = [
     "evaluate_paths",
     "histogram_baselines",
     "pooled_foreground",
-    "register",
+    "run_evaluate",
     "summarize",
 ]
 
-NORMALIZATIONS = ("target", "each", "none")
 METRICS = ("psnr", "ssim3d", "ssim2d", "mae")
 
 
@@ -91,11 +91,13 @@ def _check_grid(pred: Volume, target: Volume, mask: Volume | None) -> None:
     for other in (target, mask):
         if other is None:
             continue
-        if other.data.shape != pred.data.shape or not np.allclose(other.affine, pred.affine, atol=1e-3):
-            raise InputError(
-                other.path, f"grid {other.data.shape} does not match the prediction {pred.path} {pred.data.shape} "
-                "(shape and affine must be identical; resample first)"
-            )
+        if other.data.shape != pred.data.shape:
+            raise InputError(other.path, f"shape {other.data.shape} differs from the prediction {pred.path}'s "
+                                         f"{pred.data.shape}; shape and affine must be identical (resample first)")
+        if not np.allclose(other.affine, pred.affine, atol=1e-3):
+            fmt = lambda a: np.array2string(np.asarray(a)[:3], precision=3, suppress_small=True, separator=",").replace("\n", "")  # noqa: E731
+            raise InputError(other.path, f"affine {fmt(other.affine)} differs from the prediction {pred.path}'s "
+                                         f"{fmt(pred.affine)}; shape and affine must be identical (resample first)")
 
 
 def evaluate_pair(pred: Volume, target: Volume, mask: Volume | None = None,
@@ -167,6 +169,9 @@ def _subject(path: Path) -> str:
 
 
 def _match(pred: Path, target: Path, mask: Path | None) -> list[tuple[str, Path, Path, Path | None]]:
+    for path in (pred, target, mask):
+        if path is not None and not path.exists():
+            raise InputError(path, "does not exist")
     if pred.is_file():
         if not target.is_file():
             raise InputError(target, "prediction is a file, so the target must be a file")
@@ -212,29 +217,23 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(stats).T
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``medtrans evaluate``."""
-    p = subparsers.add_parser(
-        "evaluate",
-        help="score translations against targets (PSNR, SSIM, MAE in a mask)",
-        description=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("prediction", type=Path, help="a predicted NIfTI, or a folder of them")
-    p.add_argument("target", type=Path, help="the target NIfTI, or a folder of same-named targets")
-    p.add_argument("--mask", type=Path, help="mask file, or folder of same-named masks (default: whole volume)")
-    p.add_argument("--normalization", choices=NORMALIZATIONS, default="target")
-    p.add_argument("--percentiles", type=float, nargs=2, default=(1.0, 99.0), metavar=("LOW", "HIGH"))
-    p.add_argument("--data-range", type=float, help="with --normalization none: the fixed data range")
-    p.add_argument("--histogram-match", action="store_true", help="match the prediction's histogram to the target's first")
-    p.add_argument("--sigma-mm", type=float, default=0.0, help="Gaussian smoothing of both volumes (mm)")
-    p.add_argument("--protocol", choices=("default", "nec"), default="default",
-                   help="nec = --histogram-match --sigma-mm 0.5 --normalization each")
-    p.add_argument("--csv", type=Path, help="write the per-subject table here (and the summary to <stem>_summary.csv)")
-    p.set_defaults(func=run_evaluate)
+def describe(protocol: EvaluationProtocol, masked: bool) -> str:
+    """One line stating how scores were computed (printed with them)."""
+    steps = []
+    if protocol.histogram_match:
+        steps.append("prediction histogram-matched to the target")
+    if protocol.sigma_mm > 0:
+        steps.append(f"Gaussian σ {protocol.sigma_mm:g} mm on both")
+    scale = {
+        "target": f"both scaled by the target's {protocol.lower:g}–{protocol.upper:g}th percentiles to [0, 1] (clipped)",
+        "each": f"each scaled by its own {protocol.lower:g}–{protocol.upper:g}th percentiles to [0, 1] (clipped)",
+        "none": "raw values",
+    }[protocol.normalization]
+    where = "inside the mask" if masked else "over the whole volume"
+    return "; ".join([*steps, scale, f"data range {protocol.data_range:g}", where])
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
+def run_evaluate(args: Any) -> int:
     """Body of ``medtrans evaluate``."""
     if args.protocol == "nec":
         protocol = EvaluationProtocol.nec()
@@ -243,14 +242,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
             protocol = EvaluationProtocol(args.normalization, *args.percentiles, args.data_range, args.histogram_match, args.sigma_mm)
         except ValueError as err:
             raise InputError("--normalization", str(err)) from err
+    outputs = []
+    if args.csv is not None:
+        outputs = [args.csv, args.csv.with_name(args.csv.stem + "_summary.csv")]
+        for path in outputs:
+            check_writable(path)
     table = evaluate_paths(args.prediction, args.target, args.mask, protocol)
     summary = summarize(table)
     with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
         print(table.to_string(index=False))
-        print("\nmean ± std over", len(table), "subject(s):")
+    print(f"\nprotocol ({args.protocol}): {describe(protocol, args.mask is not None)}")
+    if len(table) > 1:
+        print(f"mean ± std over {len(table)} subjects:")
         for metric, row in summary.iterrows():
             print(f"  {metric:7s} {row['mean']:.4f} ± {row['std']:.4f}")
-    if args.csv is not None:
-        atomic_write(args.csv, lambda tmp: table.to_csv(tmp, index=False))
-        atomic_write(args.csv.with_name(args.csv.stem + "_summary.csv"), lambda tmp: summary.to_csv(tmp, index_label="metric"))
+    if outputs:
+        atomic_write(outputs[0], lambda tmp: table.to_csv(tmp, index=False))
+        atomic_write(outputs[1], lambda tmp: summary.to_csv(tmp, index_label="metric"))
     return 0

@@ -7,35 +7,26 @@ and affine, float32, in target-domain intensity units.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchio as tio
 from monai.inferers import SlidingWindowInferer
-from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 from tqdm.auto import tqdm
 
-from medtrans.data.intensity import (
-    TARGET_TYPES,
-    AffineIntensity,
-    background_value,
-    fit_intensity,
-    foreground_mask,
-    histogram_match,
-    validate_spec,
-)
+from medtrans import defaults
+from medtrans.data.intensity import TARGET_TYPES, AffineIntensity, background_value, foreground_mask, histogram_match, validate_spec
 from medtrans.errors import InputError, MedtransError, ModelError
 from medtrans.faithfulness import faithfulness_maps
 from medtrans.io import Volume, check_writable, is_dicom_dir, is_nifti, read_volume, write_volume
 from medtrans.model import TranslationModel, load_model
+from medtrans.precision import PRECISION_TYPES, autocast, resolve_precision
+from medtrans.preprocessing import Prepared, prepare
 from medtrans.utils import resolve_device
 
 __all__ = [
@@ -46,10 +37,9 @@ __all__ = [
     "faithfulness_paths",
     "gaussian_weights",
     "list_inputs",
-    "register",
+    "run_translate",
 ]
 
-PRECISIONS = {"auto": None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 BACKGROUND = -1.0  # normalised value used to pad
 
 
@@ -66,19 +56,18 @@ class InferenceSettings:
         slice_axis: axis of the canonical (RAS) volume that 2D models slice along (2 = axial).
         batch_size: slices per forward pass for 2D models.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        precision: ``"auto"`` (bf16 autocast on CUDA where supported, else fp16; fp32 on CPU), ``"fp32"``,
-            ``"bf16"`` or ``"fp16"`` (autocast).
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :mod:`medtrans.precision`).
         progress: show progress bars.
     """
 
-    roi_size: tuple[int, int, int] = (64, 64, 64)
-    overlap: float = 0.25
-    sw_batch_size: int = 1
+    roi_size: tuple[int, int, int] = defaults.ROI_SIZE
+    overlap: float = defaults.OVERLAP
+    sw_batch_size: int = defaults.SW_BATCH_SIZE
     blend_mode: str = "gaussian"
     slice_axis: int = 2
-    batch_size: int = 16
+    batch_size: int = defaults.SLICE_BATCH_SIZE
     device: str = "auto"
-    precision: str = "auto"
+    precision: str = defaults.PRECISION
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -87,8 +76,12 @@ class InferenceSettings:
             raise ValueError(f"roi_size needs three positive sides, got {self.roi_size}")
         if not 0 <= self.overlap < 1:
             raise ValueError(f"overlap must lie in [0, 1), got {self.overlap}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {self.precision!r}")
+        if self.sw_batch_size < 1 or self.batch_size < 1:
+            raise ValueError(f"sw_batch_size and batch_size must be >= 1, got {self.sw_batch_size}, {self.batch_size}")
+        if self.blend_mode not in ("gaussian", "constant"):
+            raise ValueError(f"blend_mode must be 'gaussian' or 'constant', got {self.blend_mode!r}")
+        if self.precision not in PRECISION_TYPES:
+            raise ValueError(f"precision must be one of {PRECISION_TYPES}, got {self.precision!r}")
         if self.slice_axis not in (0, 1, 2):
             raise ValueError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis}")
 
@@ -127,24 +120,6 @@ def gaussian_weights(roi_size: tuple[int, ...], sigma_scale: float = 0.125) -> t
     return (weights / weights.max()).float()
 
 
-class _Canonical:
-    """Reorients a volume to RAS+ (a permutation/flip of axes, no interpolation) and back."""
-
-    def __init__(self, volume: Volume, enabled: bool) -> None:
-        self.shape = volume.data.shape
-        own = io_orientation(volume.affine)
-        ras = axcodes2ornt("RAS")
-        self.to_ras = ornt_transform(own, ras) if enabled else None
-        self.from_ras = ornt_transform(ras, own) if enabled else None
-        self.affine = volume.affine @ nib.orientations.inv_ornt_aff(self.to_ras, self.shape) if enabled else volume.affine
-
-    def forward(self, data: np.ndarray) -> np.ndarray:
-        return data if self.to_ras is None else np.ascontiguousarray(apply_orientation(data, self.to_ras))
-
-    def inverse(self, data: np.ndarray) -> np.ndarray:
-        return data if self.from_ras is None else np.ascontiguousarray(apply_orientation(data, self.from_ras))
-
-
 class Translator:
     """Applies a :class:`~medtrans.model.TranslationModel` to whole volumes.
 
@@ -174,18 +149,11 @@ class Translator:
                 model.source, f"roi_size {self.settings.roi_size} must be a multiple of the network's {model.size_divisor}"
             )
         self._reference: Volume | None = None
+        self._amp = "fp32"  # resolved per volume by run_network
 
     # -- network passes -------------------------------------------------------------------------------------------
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        dtype = PRECISIONS[self.settings.precision]
-        if self.settings.precision == "auto" and self.device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
-
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
+        with autocast(self._amp, self.device):
             return self.network(x).float()
 
     def _padded_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -198,6 +166,12 @@ class Translator:
 
     def run_network(self, x: torch.Tensor) -> torch.Tensor:
         """Translate a normalised canonical volume ``(1, 1, X, Y, Z)`` (on any device) into the network range."""
+        s = self.settings
+        if self.model.spatial_dims == 3:
+            voxels = math.prod(min(r, v) for r, v in zip(s.roi_size, x.shape[2:])) * s.sw_batch_size
+        else:
+            voxels = s.batch_size * math.prod(x.shape[2:]) // x.shape[2 + s.slice_axis]
+        self._amp = resolve_precision(s.precision, self.device, voxels)
         with torch.inference_mode():
             if self.model.spatial_dims == 3:
                 return self._run_3d(x)
@@ -250,40 +224,24 @@ class Translator:
             raise ModelError(
                 self.model.source, f"expects {self.model.in_channels} input channels but {volume.path} has 1"
             )
-        pre = self.model.preprocessing
-        canon = _Canonical(volume, pre.canonical)
-        data = canon.forward(volume.data)
-        try:
-            source_map = fit_intensity(pre.intensity, data, None if mask is None else canon.forward(mask))
-        except ValueError as err:
-            raise InputError(volume.path, f"cannot fit the source intensity mapping: {err}") from err
-        x = torch.from_numpy(source_map.forward(data))[None, None]
-        resample_back = None
-        if pre.spacing is not None:
-            image = tio.ScalarImage(tensor=x[0], affine=canon.affine)
-            resampled = tio.Resample(pre.spacing)(image)
-            x = resampled.data[None]
-            resample_back = image
-        y = self.run_network(x)
-        if resample_back is not None:
-            back = tio.Resample(resample_back)(tio.ScalarImage(tensor=y[0], affine=resampled.affine))
-            y = back.data[None]
-            x = resample_back.data[None]
-        computed = faithfulness_maps(x, y, maps_eps) if maps else {}
-        y_norm = y[0, 0].numpy()
-        target = self._to_target(y_norm, source_map, data, None if mask is None else canon.forward(mask))
+        prepared = prepare(volume, self.model.preprocessing, mask)
+        y_net = self.run_network(torch.from_numpy(prepared.data)[None, None])[0, 0].numpy()
+        y = prepared.to_source_grid(y_net)
+        x = prepared.intensity.forward(prepared.source)
+        computed = faithfulness_maps(torch.from_numpy(x)[None, None], torch.from_numpy(y)[None, None], maps_eps) if maps else {}
+        inverse = prepared.canonical.inverse
         return Translation(
-            output=canon.inverse(target),
-            source_normalized=canon.inverse(x[0, 0].numpy()),
-            output_normalized=canon.inverse(y_norm),
-            maps={k: canon.inverse(v[0, 0].numpy()) for k, v in computed.items()},
+            output=inverse(self._to_target(y, prepared)),
+            source_normalized=inverse(x),
+            output_normalized=inverse(y),
+            maps={k: inverse(v[0, 0].numpy()) for k, v in computed.items()},
         )
 
-    def _to_target(self, y: np.ndarray, source_map: AffineIntensity, source: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    def _to_target(self, y: np.ndarray, prepared: Prepared) -> np.ndarray:
         """Network range → target units; where the input is background, the target domain's background value."""
-        kind = self.target_intensity["type"]
+        kind, source = self.target_intensity["type"], prepared.source
         if kind == "source":
-            out, background = source_map.inverse(y), background_value(source)
+            out, background = prepared.intensity.inverse(y), background_value(source)
         elif kind == "window":
             spec = self.target_intensity
             out = AffineIntensity.from_range(float(spec["low"]), float(spec["high"])).inverse(y)
@@ -291,7 +249,7 @@ class Translator:
         else:
             if self._reference is None:
                 self._reference = read_volume(self.target_intensity["reference"])
-            out = histogram_match(y, self._reference.data, mask=foreground_mask(source, mask))
+            out = histogram_match(y, self._reference.data, mask=foreground_mask(source, prepared.source_mask))
             background = background_value(self._reference.data)
         if background is not None:
             out = np.where(foreground_mask(source), out, np.float32(background))
@@ -317,6 +275,8 @@ class Translator:
         map_paths = faithfulness_paths(faithfulness_map) if faithfulness_map is not None else {}
         for p in map_paths.values():
             check_writable(p)
+        if mask_path is not None and not Path(mask_path).exists():
+            raise InputError(mask_path, "--mask does not exist")
         volume = read_volume(input_path)
         mask = None
         if mask_path is not None:
@@ -366,65 +326,45 @@ def _output_name(path: Path) -> str:
     return path.name if is_nifti(path) else f"{path.name}.nii.gz"
 
 
-def _pairs(inputs: list[Path], single: bool, output: Path) -> Iterator[tuple[Path, Path]]:
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _plan(inputs: list[Path], input_path: Path, output: Path, faithfulness_map: Path | None
+          ) -> tuple[list[tuple[Path, Path, Path | None]], list[Path]]:
+    """``(input, output, faithfulness map)`` triples and the folders to create. Refuses — before anything is read or
+    written — an output that is an input or lies inside an input folder, and an output that cannot be written."""
+    single = inputs == [input_path]  # a file or one DICOM series, not a folder of volumes
+    folders: list[Path] = []
     if single:
-        yield inputs[0], output
-        return
-    if output.exists() and not output.is_dir():
-        raise InputError(output, "input is a folder, so the output must be a folder")
-    if not output.exists():
-        if not output.parent.is_dir():
-            raise InputError(output, f"output folder's parent {output.parent} does not exist")
-        output.mkdir()
-    for p in inputs:
-        yield p, output / _output_name(p)
+        triples = [(input_path, output, faithfulness_map)]
+    else:
+        for folder, option in ((output, "OUTPUT"), (faithfulness_map, "--faithfulness-map")):
+            if folder is None:
+                continue
+            if folder.exists() and not folder.is_dir():
+                raise InputError(folder, f"INPUT is a folder, so {option} must be a folder")
+            if not folder.exists():
+                if not folder.parent.is_dir():
+                    raise InputError(folder, f"{option} folder's parent {folder.parent} does not exist")
+                folders.append(folder)
+        triples = [(p, output / _output_name(p), faithfulness_map / _output_name(p) if faithfulness_map else None)
+                   for p in inputs]
+    for source, target, fmap in triples:
+        guarded = [g for g in (input_path, source) if g.is_dir()]
+        for path in [target, *(faithfulness_paths(fmap).values() if fmap is not None else ())]:
+            if path.resolve() == source.resolve() or any(_inside(path, g) for g in guarded):
+                raise InputError(path, f"would overwrite or write inside the input {source}; translate never "
+                                       "modifies its input")
+            if path.parent not in folders:
+                check_writable(path)
+            if not is_nifti(path):
+                raise InputError(path, "output must be a .nii or .nii.gz file name")
+    return triples, folders
 
 
-# -- command line -----------------------------------------------------------------------------------------------------
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``medtrans translate``."""
-    p = subparsers.add_parser(
-        "translate",
-        help="translate NIfTI volumes / DICOM series with a trained model",
-        description=(
-            "Translate whole volumes with a medtrans model. The output has exactly the input's shape and affine "
-            "(orientation, spacing, origin), float32, in target-domain intensities. 3D models run by sliding window "
-            "(Gaussian blending) or in one pass when --roi-size covers the volume; 2D models run slice by slice."
-        ),
-    )
-    p.add_argument("input", type=Path, help="a .nii/.nii.gz file, a DICOM series folder, or a folder of them")
-    p.add_argument("output", type=Path, help="output .nii/.nii.gz file (a folder when INPUT is a folder)")
-    p.add_argument("--model", type=Path, required=True, help="medtrans checkpoint (.pt) or bundle folder")
-    p.add_argument("--mask", type=Path, help="foreground mask on the input's grid for the intensity statistics")
-    p.add_argument("--roi-size", type=int, nargs=3, metavar=("X", "Y", "Z"), help="3D window (default: the model's, else 64 64 64); larger than the volume = one pass")
-    p.add_argument("--overlap", type=float, help="sliding-window overlap fraction (default 0.25)")
-    p.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default 1)")
-    p.add_argument("--blend-mode", choices=("gaussian", "constant"), help="window blending (default gaussian)")
-    p.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="2D models: axis of the RAS volume to slice (2 = axial)")
-    p.add_argument("--batch-size", type=int, help="2D models: slices per forward pass (default 16)")
-    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--precision", choices=tuple(PRECISIONS), help="autocast precision: auto (default: AMP on CUDA, fp32 on CPU), fp32, bf16 (~2x faster on CPUs with avx512_bf16), fp16")
-    p.add_argument(
-        "--target-intensity",
-        choices=("model", "source", "histogram", "window"),
-        default="model",
-        help="map outputs back with the model's recorded target range (default), the input's own mapping, "
-        "histogram matching to --reference, or --window LOW HIGH",
-    )
-    p.add_argument("--reference", type=Path, help="reference target-domain volume for --target-intensity histogram")
-    p.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"), help="target range for --target-intensity window")
-    p.add_argument(
-        "--faithfulness-map",
-        type=Path,
-        help="also write the per-voxel NGF alignment map 1-½<n(s),n(o)>² here, with <stem>_invented and <stem>_erased "
-        "beside it (edges the output added / lost); a folder when INPUT is a folder. See docs/inference.md",
-    )
-    p.add_argument("--faithfulness-eps", type=float, default=0.15, help="ε of the faithfulness maps, normalised units (0.15)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=run_translate)
-
-
-def _target_spec(args: argparse.Namespace) -> dict[str, Any] | None:
+def _target_spec(args: Any) -> dict[str, Any] | None:
     if args.target_intensity == "model":
         return None
     if args.target_intensity == "histogram":
@@ -451,6 +391,9 @@ def translate_path(
 ) -> list[Path]:
     """Translate a file, a DICOM series folder, or every volume of a folder (then ``output_path`` is a folder).
 
+    Output paths are checked first (never the input, never inside an input folder, writable), then the model is
+    loaded, then the volumes are read one by one.
+
     Args:
         input_path: what to translate.
         output_path: output file, or folder for a folder input.
@@ -467,37 +410,43 @@ def translate_path(
     Raises:
         MedtransError: for bad inputs or models; for a folder, after trying every volume, listing those that failed.
     """
+    input_path, output_path = Path(input_path), Path(output_path)
+    fmap = Path(faithfulness_map) if faithfulness_map is not None else None
+    triples, folders = _plan(list_inputs(input_path), input_path, output_path, fmap)
     model = model if isinstance(model, TranslationModel) else load_model(model)
     translator = Translator(model, InferenceSettings(**{**model.inference, **settings}), target_intensity)
-    input_path, output_path = Path(input_path), Path(output_path)
-    inputs = list_inputs(input_path)
-    single = inputs == [input_path]  # a file or one DICOM series, not a folder of volumes
-    pairs = list(_pairs(inputs, single, output_path))
-    maps_dir = None
-    if faithfulness_map is not None and not single:
-        maps_dir = Path(faithfulness_map)
-        maps_dir.mkdir(exist_ok=True)
+    for folder in folders:
+        folder.mkdir()
     failures, written = [], []
-    progress = translator.settings.progress and len(pairs) > 1
-    for src, dst in tqdm(pairs, desc="volumes", disable=not progress):
-        fmap = faithfulness_map if maps_dir is None else maps_dir / _output_name(src)
+    progress = translator.settings.progress and len(triples) > 1
+    for src, dst, maps in tqdm(triples, desc="volumes", disable=not progress):
         try:
-            written.append(translator.translate_file(src, dst, fmap, mask, faithfulness_eps))
+            written.append(translator.translate_file(src, dst, maps, mask, faithfulness_eps))
         except InputError as err:
-            if single:
+            if len(triples) == 1:
                 raise
             failures.append(str(err))
             tqdm.write(f"medtrans: skipped {err}")
     if failures:
-        raise MedtransError(f"{len(failures)} of {len(pairs)} volumes failed:\n  " + "\n  ".join(failures))
+        raise MedtransError(f"{len(failures)} of {len(triples)} volumes failed:\n  " + "\n  ".join(failures))
     return written
 
 
-def run_translate(args: argparse.Namespace) -> int:
-    """Body of ``medtrans translate``; returns the exit status."""
-    settings = {name: getattr(args, name) for name in
-                ("roi_size", "overlap", "sw_batch_size", "blend_mode", "slice_axis", "batch_size", "device", "precision")
-                if getattr(args, name) is not None}
-    translate_path(args.input, args.output, args.model, args.faithfulness_map, args.mask, _target_spec(args),
-                   args.faithfulness_eps, progress=not args.no_progress, **settings)
+_ONLY_3D = ("roi_size", "overlap", "sw_batch_size", "blend_mode")
+_ONLY_2D = ("slice_axis", "batch_size")
+
+
+def run_translate(args: Any) -> int:
+    """Body of ``medtrans translate``: paths first, then the model and its options, then the volumes."""
+    given = {name: getattr(args, name) for name in (*_ONLY_3D, *_ONLY_2D, "device", "precision")
+             if getattr(args, name) is not None}
+    _plan(list_inputs(args.input), args.input, args.output, args.faithfulness_map)
+    target = _target_spec(args)
+    model = load_model(args.model)
+    for name in _ONLY_3D if model.spatial_dims == 2 else _ONLY_2D:
+        if name in given:
+            raise InputError("--" + name.replace("_", "-"), f"applies to {5 - model.spatial_dims}D models only, and "
+                             f"{args.model} is a {model.spatial_dims}D model; leave it out")
+    translate_path(args.input, args.output, model, args.faithfulness_map, args.mask, target, args.faithfulness_eps,
+                   progress=not args.no_progress, **given)
     return 0

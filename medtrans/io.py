@@ -145,6 +145,9 @@ def check_writable(path: str | Path) -> Path:
     if path.is_dir():
         raise InputError(path, "output path is a folder, expected a file name")
     if not parent.is_dir():
+        blocking = next((p for p in [parent, *parent.parents] if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise InputError(path, f"cannot be written: {blocking} is a file, not a folder")
         raise InputError(path, f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(path, f"output folder {parent} is not writable")
@@ -155,26 +158,39 @@ def atomic_write(path: str | Path, write) -> Path:
     """Call ``write(tmp_path)`` on a temporary name beside ``path`` (same suffix), then rename it into place.
 
     Nothing is left at ``path`` (nor a temporary) if ``write`` fails.
+
+    Raises:
+        InputError: naming ``path`` when the file system refuses the write (full disk, read-only or special file
+            system, ...).
     """
     path = check_writable(path)
     suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
+        os.close(fd)
         write(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results get ordinary permissions
         os.replace(tmp, path)
+    except OSError as err:
+        _remove(tmp)
+        raise InputError(path, f"cannot be written: {err.strerror or err}") from err
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _remove(tmp)
         raise
     return path
 
 
+def _remove(path: str | None) -> None:
+    if path is not None and os.path.exists(path):
+        os.remove(path)
+
+
 def write_volume(path: str | Path, data: np.ndarray, like: Volume, description: str = "") -> Path:
-    """Write ``data`` as float32 NIfTI with exactly ``like``'s shape and affine (and header, when it has one).
+    """Write ``data`` as float32 NIfTI with exactly ``like``'s shape and affine, and its header's qform/sform codes
+    (the scanner / aligned / MNI meaning clinical pipelines read); codes 1 (scanner) for DICOM input.
 
     Raises:
         ValueError: if ``data`` does not have ``like``'s shape.
@@ -185,8 +201,9 @@ def write_volume(path: str | Path, data: np.ndarray, like: Volume, description: 
     image = nib.Nifti1Image(np.asarray(data, dtype=np.float32), like.affine, header)
     image.set_data_dtype(np.float32)
     image.header.set_slope_inter(1.0, 0.0)
-    image.set_qform(like.affine, code=1)
-    image.set_sform(like.affine, code=1)
+    qform_code, sform_code = (int(like.header["qform_code"]), int(like.header["sform_code"])) if like.header is not None else (1, 1)
+    image.set_qform(like.affine, code=qform_code)
+    image.set_sform(like.affine, code=sform_code)
     if description:
         image.header["descrip"] = description[:79].encode()
     return atomic_write(path, lambda tmp: nib.save(image, tmp))

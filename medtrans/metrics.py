@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from monai.metrics.regression import compute_ssim_and_cs
 
-__all__ = ["mae", "psnr", "ssim"]
+__all__ = ["checkerboard", "mae", "nyquist_fraction", "psnr", "ssim"]
 
 
 def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -69,3 +69,33 @@ def ssim(pred, target, data_range: float, mask=None, kernel_size: int = 7, kerne
     if not inner.any():
         raise ValueError("no mask voxel lies far enough from the border for the SSIM window")
     return float(ssim_map[0, 0][inner].mean())
+
+
+def nyquist_fraction(image: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """The share of an image's (non-constant) energy at the 2-voxel period: Fourier bins at the Nyquist frequency of
+    any axis. A stride-2 transposed convolution's checkerboard puts its energy exactly there.
+
+    The image is centred inside ``mask`` and set to 0 outside it (so the mask's border weighs the same in any two
+    images compared on one mask); odd sides lose their last voxel.
+    """
+    x = np.asarray(image, dtype=np.float64)
+    m = np.ones(x.shape, bool) if mask is None else np.asarray(mask) > 0
+    x = np.where(m, x - x[m].mean(), 0.0)
+    x = x[tuple(slice(0, s - s % 2) for s in x.shape)]
+    power = np.abs(np.fft.fftn(x)) ** 2
+    nyquist = np.zeros(power.shape, bool)
+    for axis, size in enumerate(power.shape):
+        index = [slice(None)] * power.ndim
+        index[axis] = size // 2
+        nyquist[tuple(index)] = True
+    total = power.sum() - power.flat[0]
+    return float(power[nyquist].sum() / total) if total > 0 else 0.0
+
+
+def checkerboard(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """How much more of its energy a prediction has at the 2-voxel period than the target: 1 means no more than the
+    target, 10 means ten times as much (a visible checkerboard). See :func:`nyquist_fraction`."""
+    reference = nyquist_fraction(target, mask)
+    if reference == 0:
+        raise ValueError("the target has no energy at the 2-voxel period to compare with")
+    return nyquist_fraction(pred, mask) / reference

@@ -1,26 +1,32 @@
-"""A translation model on disk: the A→B generator, how it was built, and the intensity mappings around it.
+"""The trained translator: the A→B generator, how it was built, the preprocessing around it and its inference
+defaults — one object, owned here.
 
-The same record is written by the trainer (inside its full checkpoint, under ``"generator"``) and by
-:func:`save_generator`, and is read back by :func:`load_model` from either, or from a MONAI bundle folder whose
-``configs/inference.yaml`` defines ``network_def`` (and ``preprocessing`` / ``target_intensity``) with weights in
-``models/model.pt``. Networks are described by MONAI-bundle style configs (``{"_target_": "medtrans.networks...."}``),
-so checkpoints and bundles share one vocabulary.
+:meth:`TranslationModel.for_training` builds it once at the start of training from the method (the live generator)
+and the training stream (domain A's preprocessing, domain B's intensities). Checkpoints, validation, ``generator.pt``,
+bundle export, ``medtrans translate`` and MONAI Label all read that object or its record: the same record is written
+inside the trainer's checkpoints (under ``"generator"``) and by :func:`save_generator`, and is read back by
+:func:`load_model` from either, or from a bundle folder (``models/model.pt``). Networks are described by MONAI-bundle
+style configs (``{"_target_": "medtrans.networks...."}``), so checkpoints and bundles share one vocabulary.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from monai.bundle import ConfigParser
 from torch import nn
 
 from medtrans.data.intensity import TARGET_TYPES, validate_spec
-from medtrans.data.queues import Preprocessing
 from medtrans.errors import ModelError
 from medtrans.io import atomic_write
+from medtrans.preprocessing import Preprocessing
+
+if TYPE_CHECKING:
+    from medtrans.data.stream import TrainStream
+    from medtrans.methods.base import TranslationMethod
 
 __all__ = ["FORMAT", "TranslationModel", "atomic_torch_save", "build_network", "load_model", "save_generator"]
 
@@ -70,6 +76,20 @@ class TranslationModel:
     inference: dict[str, Any] = field(default_factory=dict)
     source: Path = Path("<memory>")
 
+    @classmethod
+    def for_training(cls, method: TranslationMethod, stream: TrainStream,
+                     inference: dict[str, Any] | None = None) -> TranslationModel:
+        """The translator a training run produces: ``method``'s live A→B generator (weights shared, not copied),
+        domain A's preprocessing, domain B's intensities (from the volumes in memory) and the inference defaults."""
+        return cls(
+            network=method.generator,
+            network_def=method.generator_def,
+            spatial_dims=method.spatial_dims,
+            preprocessing=stream.preprocessing_a,
+            target_intensity=stream.target_intensity(),
+            inference=dict(inference or {}),
+        )
+
     @property
     def in_channels(self) -> int:
         return int(getattr(self.network, "in_channels", 1))
@@ -85,11 +105,7 @@ class TranslationModel:
             "network_def": self.network_def,
             "spatial_dims": self.spatial_dims,
             "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
-            "preprocessing": {
-                "intensity": self.preprocessing.intensity,
-                "canonical": self.preprocessing.canonical,
-                "spacing": self.preprocessing.spacing,
-            },
+            "preprocessing": self.preprocessing.to_dict(),
             "target_intensity": self.target_intensity,
             "inference": self.inference,
         }
@@ -111,7 +127,7 @@ def _from_record(record: dict[str, Any], source: Path) -> TranslationModel:
         network=network.eval(),
         network_def=dict(record["network_def"]),
         spatial_dims=int(record["spatial_dims"]),
-        preprocessing=Preprocessing(**{k: (tuple(v) if k == "spacing" and v else v) for k, v in pre.items()}),
+        preprocessing=Preprocessing(**pre),
         target_intensity=target,
         inference=dict(record.get("inference") or {}),
         source=source,
@@ -129,38 +145,32 @@ def _load_weights(network: nn.Module, state_dict: dict[str, torch.Tensor], sourc
 
 
 def _from_bundle(folder: Path) -> TranslationModel:
-    config_file = next((folder / "configs" / f"inference.{ext}" for ext in ("yaml", "json") if (folder / "configs" / f"inference.{ext}").exists()), None)
-    if config_file is None:
-        raise ModelError(folder, "is a folder but not a bundle: configs/inference.yaml is missing")
+    if not (folder / "configs").is_dir():
+        raise ModelError(folder, "is a folder but not a bundle (it has no configs/ folder)")
     weights = folder / "models" / "model.pt"
     if not weights.exists():
-        raise ModelError(folder, f"bundle has no trained weights at {weights}")
-    parser = ConfigParser()
-    parser.read_config(str(config_file))
-    parser["bundle_root"] = str(folder)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "format" in state:  # a medtrans generator record saved as the bundle's model
-        return _from_record(state, weights)
-    if "network_def" not in parser.config:
-        raise ModelError(config_file, "defines no network_def")
-    network_def = parser.get_parsed_content("network_def", instantiate=False)
-    network_def = dict(network_def.get_config() if hasattr(network_def, "get_config") else network_def)
-    network = build_network(network_def, config_file)
-    _load_weights(network, state, weights)
-    pre = parser.get("preprocessing", {}) or {}
-    return TranslationModel(
-        network=network.eval(),
-        network_def=dict(network_def),
-        spatial_dims=int(parser.get("spatial_dims", getattr(network, "spatial_dims", 3))),
-        preprocessing=Preprocessing(**pre),
-        target_intensity=validate_spec(parser.get("target_intensity", {"type": "source"}), TARGET_TYPES),
-        inference=dict(parser.get("inference_defaults", {}) or {}),
-        source=folder,
-    )
+        raise ModelError(folder, f"bundle has no trained model at {weights}: train it first (docs/bundles.md)")
+    return _load_file(weights)
+
+
+def _load_file(path: Path) -> TranslationModel:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - unpickling errors vary; all mean "not a checkpoint"
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "weights_only" in reason or "Weights only load failed" in reason:
+            reason = "it holds Python objects, not a medtrans checkpoint"
+        raise ModelError(path, f"is not a readable medtrans checkpoint ({reason[:200]})") from err
+    if not isinstance(payload, dict):
+        raise ModelError(path, "is not a medtrans checkpoint (not a dict)")
+    if "generator" in payload and isinstance(payload["generator"], dict):
+        payload = payload["generator"]
+    return _from_record(payload, path)
 
 
 def load_model(path: str | Path) -> TranslationModel:
-    """Load a translator from a generator checkpoint, a trainer checkpoint, or a bundle folder.
+    """Load a translator from a generator checkpoint, a trainer checkpoint, or a bundle folder (its
+    ``models/model.pt``, the generator record bundle training writes).
 
     Raises:
         ModelError: naming the file, when it does not exist, is not a medtrans checkpoint or bundle, or holds another
@@ -171,12 +181,4 @@ def load_model(path: str | Path) -> TranslationModel:
         raise ModelError(path, "model checkpoint or bundle does not exist")
     if path.is_dir():
         return _from_bundle(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - unpickling errors vary; all mean "not a checkpoint"
-        raise ModelError(path, f"is not a readable torch checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(payload, dict):
-        raise ModelError(path, "is not a medtrans checkpoint (not a dict)")
-    if "generator" in payload and isinstance(payload["generator"], dict):
-        payload = payload["generator"]
-    return _from_record(payload, path)
+    return _load_file(path)

@@ -7,6 +7,8 @@ import random
 import numpy as np
 import torch
 
+from medtrans.errors import InputError
+
 __all__ = ["resolve_device", "seed_everything"]
 
 
@@ -21,11 +23,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` → CUDA when available, else CPU; otherwise the named device.
 
     Raises:
-        ValueError: if CUDA is asked for but not available.
+        InputError: naming ``--device``, for an unknown device or CUDA asked for where torch sees none.
     """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError as err:
+        raise InputError("--device", f"unknown device {str(device)!r} (auto, cpu, cuda, cuda:N): {err}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
+        raise InputError("--device", f"{str(device)!r} was asked for but torch sees no CUDA device")
     return device

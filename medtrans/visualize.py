@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -12,7 +12,9 @@ import torch
 from medtrans.data.intensity import foreground_mask
 from medtrans.io import atomic_write
 
-__all__ = ["save_png", "tensor_montage", "volume_montage"]
+__all__ = ["MONTAGE_LABELS", "save_png", "tensor_montage", "volume_montage"]
+
+MONTAGE_LABELS = ("input", "translation", "target", "|error|", "invented structure")
 
 
 def tensor_montage(images: Mapping[str, torch.Tensor]) -> np.ndarray:
@@ -28,25 +30,36 @@ def tensor_montage(images: Mapping[str, torch.Tensor]) -> np.ndarray:
     return np.concatenate(tiles, axis=1)
 
 
-def save_png(path: str | Path, image: np.ndarray, scale: int = 1) -> Path:
-    """Write a uint8 ``(H, W)`` array as PNG, atomically, optionally enlarged ``scale`` times."""
-    from PIL import Image
+def save_png(path: str | Path, image: np.ndarray, scale: int = 1, labels: Sequence[tuple[int, str]] = ()) -> Path:
+    """Write a uint8 ``(H, W)`` array as PNG, atomically, optionally enlarged ``scale`` times, with ``labels`` —
+    ``(column in pixels of the unscaled image, text)`` — written in a strip above it."""
+    from PIL import Image, ImageDraw, ImageFont
 
     picture = Image.fromarray(image)
     if scale > 1:
         picture = picture.resize((image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST)
+    if labels:
+        font = ImageFont.load_default(size=14)
+        framed = Image.new("L", (picture.width, picture.height + 22), 0)
+        framed.paste(picture, (0, 22))
+        draw = ImageDraw.Draw(framed)
+        for column, text in labels:
+            draw.text((column * scale + 4, 3), text, fill=255, font=font)
+        picture = framed
     return atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
 
 
 def volume_montage(source: str | Path, output: str | Path, target: str | Path, invented: str | Path, path: str | Path,
-                   scale_type: str = "target") -> Path:
-    """Middle axial slice (RAS) of input | translation | target | |error| | invented-structure map, as a PNG.
+                   scale_type: str = "target", labels: Sequence[str] = MONTAGE_LABELS) -> Path:
+    """Middle axial slice (RAS) of input | translation | target | |error| | invented-structure map, as a PNG with each
+    column labelled.
 
     Args:
         scale_type: ``"target"``: translation, target and error share the target's display range (outputs in target
             units); ``"each"``: translation and target are each mapped by their own 1st–99th percentiles inside the
             input's foreground to [0, 1], as the ``each`` evaluation protocol scores them (outputs whose units differ
             from this target's, e.g. a model trained on another scanner's intensities, or z-scored volumes).
+        labels: the five column titles.
 
     Raises:
         ValueError: for an unknown ``scale_type``.
@@ -74,4 +87,5 @@ def volume_montage(source: str | Path, output: str | Path, target: str | Path, i
         o, t = o / top(t), t / top(t)
     tiles = [np.clip(x, 0, 1) for x in (s / top(s), o, t, 2 * np.abs(o - t), f / 0.6)]
     row = np.concatenate([np.pad(x, ((0, 0), (0, 4))) for x in tiles], axis=1)
-    return save_png(path, (row * 255).astype(np.uint8), scale=2)
+    columns = [i * (s.shape[1] + 4) for i in range(len(tiles))]
+    return save_png(path, (row * 255).astype(np.uint8), scale=2, labels=list(zip(columns, labels)))

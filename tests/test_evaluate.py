@@ -44,9 +44,10 @@ def test_data_range_is_fixed_not_taken_from_the_prediction():
 def test_geometry_mismatch_is_refused():
     shifted = np.eye(4)
     shifted[0, 3] = 2.0
-    with pytest.raises(InputError, match="t.nii.gz: grid .* does not match the prediction"):
+    # the message shows what differs: the two affines, or the two shapes
+    with pytest.raises(InputError, match=r"t.nii.gz: affine \[\[1.*2\.?\].*differs from the prediction .*\[\[1.*0\.?\]"):
         evaluate_pair(_volume(np.ones((8, 8, 8))), _volume(np.ones((8, 8, 8)), shifted, name="t.nii.gz"))
-    with pytest.raises(InputError, match="does not match"):
+    with pytest.raises(InputError, match=r"shape \(8, 8, 9\) differs from the prediction .*\(8, 8, 8\)"):
         evaluate_pair(_volume(np.ones((8, 8, 8))), _volume(np.ones((8, 8, 9)), name="t.nii.gz"))
 
 
@@ -79,7 +80,9 @@ def test_folders_csv_and_summary(tmp_path, capsys):
     csv = tmp_path / "scores.csv"
     assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "target"), "--mask", str(tmp_path / "mask"),
                  "--normalization", "none", "--data-range", "1", "--csv", str(csv)]) == 0
-    assert "mean ± std over 2 subject(s)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "mean ± std over 2 subjects" in printed
+    assert "protocol (default): raw values; data range 1; inside the mask" in printed
     assert pd.read_csv(csv)["psnr"].tolist() == pytest.approx(table["psnr"].tolist())
     assert (tmp_path / "scores_summary.csv").exists()
     (tmp_path / "pred" / "s3.nii.gz").write_bytes((tmp_path / "pred" / "s1.nii.gz").read_bytes())

@@ -8,8 +8,8 @@ from torch import nn
 
 from medtrans.cli import main
 from medtrans.data.intensity import fit_intensity
-from medtrans.data.queues import Preprocessing
-from medtrans.inference import InferenceSettings, Translator, _Canonical
+from medtrans.preprocessing import Canonical, Preprocessing
+from medtrans.inference import InferenceSettings, Translator
 from medtrans.io import Volume, read_volume
 from medtrans.model import TranslationModel, build_network, save_generator
 from tests.conftest import shared_file
@@ -62,7 +62,7 @@ def test_identity_round_trip_keeps_geometry_and_values(tmp_path, relative):
 def test_canonical_round_trip_on_a_permuted_orientation():
     affine = np.array([[0, 0, -2.0, 10], [1.5, 0, 0, -5], [0, -1, 0, 3], [0, 0, 0, 1]])  # axes: I?, R, P...
     data = np.random.rand(5, 6, 7).astype(np.float32)
-    canon = _Canonical(Volume(data, affine, path=None), enabled=True)
+    canon = Canonical(Volume(data, affine, path=None), enabled=True)
     ras = canon.forward(data)
     assert nib.aff2axcodes(canon.affine) == ("R", "A", "S")
     assert np.array_equal(canon.inverse(ras), data)

@@ -19,7 +19,9 @@ def test_volume_montage_writes_five_panels(tmp_path):
     for name in ("s", "o", "t", "f"):
         nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / f"{name}.nii.gz")
     out = volume_montage(*(tmp_path / f"{n}.nii.gz" for n in "sotf"), tmp_path / "m.png")
-    assert Image.open(out).size == (2 * 5 * (12 + 4), 2 * 14)
+    picture = np.asarray(Image.open(out))
+    assert picture.shape == (22 + 2 * 14, 2 * 5 * (12 + 4))  # a 22-pixel strip of column labels above the panels
+    assert picture[:22].max() == 255 and picture[:22, :2 * 16].max() == 255  # the first column's label is written
 
 
 def test_volume_montage_scale_types(tmp_path):
@@ -30,7 +32,7 @@ def test_volume_montage_scale_types(tmp_path):
     panels = {}
     for scale_type in ("target", "each"):
         png = volume_montage(*(tmp_path / f"{n}.nii.gz" for n in "sotf"), tmp_path / f"{scale_type}.png", scale_type)
-        row = np.asarray(Image.open(png))[::2, ::2]
+        row = np.asarray(Image.open(png))[22::2, ::2]
         panels[scale_type] = [row[:, i * 16: i * 16 + 12] for i in range(5)]
     assert (panels["target"][1] == 255).all()  # the output saturates in the target's range
     np.testing.assert_array_equal(panels["each"][1], panels["each"][2])  # same image up to units: same panel

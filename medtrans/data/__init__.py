@@ -1,30 +1,18 @@
-"""Data in: domain sources, intensity mappings, and per-domain torchio patch queues."""
+"""Data in: domain sources, intensity mappings, and the in-memory training stream."""
 
 from medtrans.data.intensity import AffineIntensity, fit_intensity, histogram_match, validate_spec
-from medtrans.data.queues import (
-    PatchBatches,
-    Preprocessing,
-    QueueConfig,
-    domain_queue,
-    make_subject,
-    paired_subject,
-    patch_spatial_dims,
-)
 from medtrans.data.sources import ImageRecord, list_domain, pair_domains
+from medtrans.data.stream import PatchConfig, TrainStream, patch_spatial_dims
 
 __all__ = [
     "AffineIntensity",
     "ImageRecord",
-    "PatchBatches",
-    "Preprocessing",
-    "QueueConfig",
-    "domain_queue",
+    "PatchConfig",
+    "TrainStream",
     "fit_intensity",
     "histogram_match",
     "list_domain",
-    "make_subject",
     "pair_domains",
-    "paired_subject",
     "patch_spatial_dims",
     "validate_spec",
 ]

@@ -26,6 +26,11 @@ class ImageRecord:
     image: Path
     mask: Path | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image", Path(self.image))
+        if self.mask is not None:
+            object.__setattr__(self, "mask", Path(self.mask))
+
 
 def subject_id_of(path: str | Path) -> str:
     """The file name without ``.nii``/``.nii.gz`` (or the DICOM folder's name)."""
@@ -69,8 +74,9 @@ def list_domain(spec: str | Path, masks: str | Path | None = None) -> list[Image
     """List a domain's volumes.
 
     Args:
-        spec: a folder (every NIfTI file and DICOM-series sub-folder in it), a glob pattern, or a ``.csv`` file with
-            columns ``subject_id``, ``image`` and optionally ``mask`` (relative paths are relative to the CSV).
+        spec: a folder (every NIfTI file and DICOM-series sub-folder in it), a glob pattern, one NIfTI file, or a
+            ``.csv`` file with columns ``subject_id``, ``image`` and optionally ``mask`` (relative paths are relative
+            to the CSV).
         masks: for folder/glob specs, a folder or glob of masks matched to images by subject id; images without a
             mask are an error. A subject id is the file name without ``.nii``/``.nii.gz``, or the parent folder's name
             when file names repeat (``sub-01/t1.nii.gz``, ``sub-02/t1.nii.gz``).
@@ -93,8 +99,12 @@ def list_domain(spec: str | Path, masks: str | Path | None = None) -> list[Image
             images = _images_in([Path(p) for p in glob.glob(text)])
         elif path.is_dir():
             images = [path] if is_dicom_dir(path) else _images_in(list(path.iterdir()))
+        elif path.is_file() and is_nifti(path):
+            images = [path]
+        elif not path.exists():
+            raise InputError(path, "does not exist")
         else:
-            raise InputError(path, "is neither a folder, a glob pattern matching files, nor a .csv file")
+            raise InputError(path, "is neither a folder, a glob pattern, a NIfTI file (.nii/.nii.gz) nor a .csv file")
         mask_for: dict[str, Path] = {}
         ids = [subject_id_of(image) for image in images]
         if len(set(ids)) != len(ids):  # e.g. sub-01/t1.nii.gz, sub-02/t1.nii.gz: the folder names the subject

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from ignite.engine import Engine, Events
 
+from medtrans.data.stream import TrainStream
+from medtrans.distributed import is_main_rank
 from medtrans.engine.rng import get_rng_state, set_rng_state
-from medtrans.model import atomic_torch_save
+from medtrans.methods.base import TranslationMethod
+from medtrans.model import TranslationModel, atomic_torch_save
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointHandler", "latest_checkpoint"]
 
@@ -25,10 +28,6 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _is_main_rank() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 class CheckpointHandler:
     """Saves ``checkpoint_<iteration>.pt`` every ``save_interval`` iterations and at the end; resumes from the latest.
 
@@ -39,19 +38,27 @@ class CheckpointHandler:
     newest checkpoint is the last good one.
 
     Args:
-        trainer: the :class:`~medtrans.engine.trainer.TranslationTrainer` (its method, stream and metadata are read).
+        method: the method being trained.
+        stream: the training stream (positioned on resume).
+        model: the trained translator whose record every checkpoint carries.
         output_dir: folder of the checkpoints.
         save_interval: iterations between checkpoints.
         keep_last: checkpoints kept.
         resume: load the latest checkpoint of ``output_dir`` (if any) when training starts.
+        config: the resolved config, stored in every checkpoint.
     """
 
-    def __init__(self, trainer: Any, output_dir: str | Path, save_interval: int = 1000, keep_last: int = 3, resume: bool = True) -> None:
-        self.trainer = trainer
+    def __init__(self, method: TranslationMethod, stream: TrainStream, model: TranslationModel, output_dir: str | Path,
+                 save_interval: int = 1000, keep_last: int = 3, resume: bool = True,
+                 config: Mapping[str, Any] | None = None) -> None:
+        self.method = method
+        self.stream = stream
+        self.model = model
         self.output_dir = Path(output_dir)
         self.save_interval = save_interval
         self.keep_last = keep_last
         self.resume = resume
+        self.config = dict(config or {})
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.load)
@@ -59,19 +66,18 @@ class CheckpointHandler:
         engine.add_event_handler(Events.COMPLETED, self.save)
 
     def payload(self, engine: Engine) -> dict[str, Any]:
-        method = self.trainer.method
         return {
             "format": CHECKPOINT_FORMAT,
-            "method": method.name,
-            "training": method.training_state(),
+            "method": self.method.name,
+            "training": self.method.training_state(),
             "engine": {"iteration": engine.state.iteration, "epoch": engine.state.epoch},
             "rng": get_rng_state(),
-            "config": self.trainer.config,
-            "generator": self.trainer.translation_model().record(),
+            "config": self.config,
+            "generator": self.model.record(),
         }
 
     def save(self, engine: Engine) -> Path | None:
-        if not _is_main_rank():
+        if not is_main_rank():
             return None
         self.output_dir.mkdir(parents=True, exist_ok=True)
         path = self.output_dir / f"checkpoint_{engine.state.iteration:08d}.pt"
@@ -88,11 +94,11 @@ class CheckpointHandler:
         if path is None:
             return
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("method") != self.trainer.method.name:
-            raise RuntimeError(f"{path}: not a {self.trainer.method.name} medtrans checkpoint; use another output_dir")
-        self.trainer.method.load_training_state(state["training"])
+        if state.get("format") != CHECKPOINT_FORMAT or state.get("method") != self.method.name:
+            raise RuntimeError(f"{path}: not a {self.method.name} medtrans checkpoint; use another output_dir")
+        self.method.load_training_state(state["training"])
         engine.state.iteration = state["engine"]["iteration"]
         engine.state.epoch = engine.state.iteration // engine.state.epoch_length
         set_rng_state(state["rng"])
-        self.trainer.data.resume_at(engine.state.iteration)
+        self.stream.resume_at(engine.state.iteration)
         engine.logger.info(f"resumed from {path} at iteration {engine.state.iteration}")

@@ -1,22 +1,35 @@
-"""``medtrans train``: train any method on two folders from the command line (bundles offer the same via config)."""
+"""``medtrans train``: train any method on two domains from the command line (bundles offer the same via config).
+
+Everything that can be checked without reading an image is checked first — the output folder, every ``--set`` option
+against the method's own arguments, the networks against the patch size (on PyTorch's meta device) — so a
+configuration that cannot work stops at once with one line naming the option to change.
+"""
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import inspect
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
+from medtrans import defaults
 from medtrans.errors import InputError
 
-__all__ = ["parse_assignments", "register", "run_train"]
+__all__ = ["check_method_options", "method_options", "parse_assignments", "run_train"]
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:
-    """``["lambda_ngf=10", 'generator={"channels": 16}']`` → ``{"lambda_ngf": 10, "generator": {"channels": 16}}``.
+    """``["lambda_ngf=10", 'generator={"channels": [16, 32]}']`` → ``{"lambda_ngf": 10, "generator": {...}}``.
 
-    Values are JSON; anything that is not valid JSON is taken as a string.
+    Values are JSON; a value that is not JSON is taken as a plain string, unless it starts like JSON (``{``, ``[``,
+    ``"``), which is an error.
+
+    Raises:
+        InputError: naming ``--set``, for an item without ``=`` or a broken JSON value.
     """
     out: dict[str, Any] = {}
     for item in items:
@@ -25,77 +38,123 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
             raise InputError("--set", f"expected KEY=VALUE, got {item!r}")
         try:
             out[key] = json.loads(value)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as err:
+            if value.lstrip()[:1] in ("{", "[", '"'):
+                raise InputError("--set", f"{key}: {value!r} is not valid JSON ({err.msg} at character {err.pos})") from None
             out[key] = value
     return out
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``medtrans train``."""
-    from medtrans.engine.trainer import TRACKING_TYPES
-    from medtrans.methods import method_names
+def method_options(name: str) -> dict[str, inspect.Parameter]:
+    """The keyword options of method ``name``: its own constructor's and those of its base classes."""
+    from medtrans.methods.base import TranslationMethod, method_class
 
-    p = subparsers.add_parser(
-        "train",
-        help="train a translation method on two domains",
-        description="Train a method on patches (3D) or slices (2D) drawn from two folders/globs/CSVs of volumes. "
-        "Checkpoints go to OUTPUT and are resumed automatically; the final generator is OUTPUT/generator.pt.",
-    )
-    p.add_argument("--method", required=True, choices=method_names())
-    p.add_argument("--data-a", required=True, help="domain A: folder, glob or CSV (subject_id,image[,mask])")
-    p.add_argument("--data-b", required=True, help="domain B: folder, glob or CSV")
-    p.add_argument("--masks-a", help="masks of domain A (folder/glob, matched by subject id)")
-    p.add_argument("--masks-b", help="masks of domain B")
-    p.add_argument("--output", required=True, type=Path, help="run folder")
-    p.add_argument("--dims", type=int, choices=(2, 3), default=3, help="3: volumetric patches; 2: axial slices")
-    p.add_argument("--patch-size", type=int, nargs=3, help="default 64 64 64 (3D) or 128 128 1 (2D)")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--iterations", type=int, default=20000, help="total iterations")
-    p.add_argument("--epoch-length", type=int, default=100, help="iterations per epoch (logging/validation period)")
-    p.add_argument("--sampler", choices=("uniform", "foreground"), default="foreground")
-    p.add_argument("--workers", type=int, default=2, help="processes loading volumes")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tracking", choices=TRACKING_TYPES, default="tensorboard")
-    p.add_argument("--log-interval", type=int, default=10, help="iterations between log lines / tracked scalars")
-    p.add_argument("--montage-interval", type=int, default=500)
-    p.add_argument("--validate", nargs="+", action="append", metavar="PATH",
-                   help="a validation pair A B [MASK] (repeatable); the best generator is kept by PSNR")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="method options as JSON values, e.g. lambda_ngf=10 'generator={\"channels\": 16}'")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run_train)
+    params: dict[str, inspect.Parameter] = {}
+    for cls in method_class(name).__mro__:
+        if cls is object or "__init__" not in vars(cls):
+            continue
+        for param in inspect.signature(cls.__init__).parameters.values():
+            if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY) and param.name not in ("self", "spatial_dims"):
+                params.setdefault(param.name, param)
+        if cls is TranslationMethod:
+            break
+    return params
+
+
+def _type_problem(value: Any, annotation: str) -> str | None:
+    """Why ``value`` does not fit a parameter annotated ``annotation`` (a string; ``None`` when it fits)."""
+    text = annotation.replace(" ", "")
+    if "Any" in text or not text:
+        return None
+    if isinstance(value, bool):
+        fits = "bool" in text
+    elif isinstance(value, (int, float)):
+        fits = "float" in text or ("int" in text and isinstance(value, int))
+    elif isinstance(value, str):
+        fits = "str" in text
+    elif isinstance(value, dict):
+        fits = "Mapping" in text or "dict" in text
+    elif isinstance(value, list):
+        fits = "Sequence" in text or "list" in text or "tuple" in text
+    else:
+        fits = value is None and "None" in text
+    return None if fits else f"expects {annotation}, got {json.dumps(value)}"
+
+
+def check_method_options(name: str, options: dict[str, Any]) -> None:
+    """Check ``--set`` keys and value types against method ``name``'s arguments.
+
+    Raises:
+        InputError: naming ``--set`` and the key, with the closest known key for a misspelt one.
+    """
+    known = method_options(name)
+    for key, value in options.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; {name} takes {', '.join(sorted(known))}"
+            raise InputError("--set", f"{name} has no option {key!r}{hint}")
+        problem = _type_problem(value, str(known[key].annotation))
+        if problem:
+            raise InputError("--set", f"{key} {problem}")
+
+
+def _check_output(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise InputError(folder, "--output must be a folder, but this is a file")
+    parent = folder if folder.exists() else folder.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(folder, f"--output cannot be created: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(folder, f"--output cannot be written: {parent} is not writable")
 
 
 def run_train(args: argparse.Namespace) -> int:
     """Body of ``medtrans train``."""
-    from medtrans.engine import TrainStream, TranslationTrainer
+    from medtrans.data import TrainStream
+    from medtrans.engine import TranslationTrainer
+    from medtrans.errors import ModelError
     from medtrans.methods import build_method
     from medtrans.utils import seed_everything
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _check_output(args.output)
     options = parse_assignments(args.set)
-    patch = args.patch_size or ([64, 64, 64] if args.dims == 3 else [128, 128, 1])
-    seed_everything(args.seed)
-    method = build_method(args.method, spatial_dims=args.dims, precision=args.precision, **options)
-    data = TrainStream(args.data_a, args.data_b,
-                       {"patch_size": patch, "sampler_type": args.sampler, "num_workers": args.workers},
-                       batch_size=args.batch_size, masks_a=args.masks_a, masks_b=args.masks_b, paired=method.paired,
-                       seed=args.seed)
-    epochs = max(1, -(-args.iterations // args.epoch_length))
+    check_method_options(args.method, options)
+    patch = list(args.patch_size or defaults.PATCH_SIZE[args.dims])
+    batch_size = args.batch_size or defaults.BATCH_SIZE[args.dims]
     validation = None
     if args.validate:
         bad = [v for v in args.validate if len(v) not in (2, 3)]
         if bad:
-            raise InputError("--validate", f"expects A B [MASK], got {bad[0]}")
-        validation = {"pairs": [v + [None] * (3 - len(v)) for v in args.validate], "interval": 1, "metric": "psnr",
-                      "roi_size": patch if args.dims == 3 else [96, 96, 96]}
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
+            raise InputError("--validate", f"expects A B [MASK], got {' '.join(bad[0])}")
+        for path in (p for v in args.validate for p in v):
+            if not Path(path).is_file() and not Path(path).is_dir():
+                raise InputError(path, "--validate file does not exist")
+        validation = {"pairs": [v + [None] * (3 - len(v)) for v in args.validate], "metric": "psnr"}
+    seed_everything(args.seed)
+    try:
+        method = build_method(args.method, spatial_dims=args.dims, precision=args.precision, **options)
+    except ModelError as err:
+        raise InputError("--set", f"cannot build {args.method}'s networks: {err.problem}") from None
+    except (TypeError, ValueError) as err:
+        raise InputError("--set", f"{args.method}: {err}") from None
+    try:
+        method.check_patch(patch)
+    except ValueError as err:
+        raise InputError("--patch-size", f"{err}; use a larger --patch-size, or smaller networks with --set "
+                                          "(e.g. 'discriminator={\"num_scales\": 1}')") from None
+    data = TrainStream(args.data_a, args.data_b,
+                       {"patch_size": patch, "sampler_type": args.sampler, "num_workers": args.workers,
+                        "memory_gb": args.memory_gb},
+                       batch_size=batch_size, masks_a=args.masks_a, masks_b=args.masks_b, paired=method.paired,
+                       seed=args.seed)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("run", "debug")}
     trainer = TranslationTrainer(
-        method, data, args.output, max_epochs=epochs, epoch_length=args.epoch_length, device=args.device,
-        tracking=args.tracking, log_interval=args.log_interval, montage_interval=args.montage_interval, validation=validation,
-        inference={"roi_size": patch} if args.dims == 3 else {}, config=config, progress=not args.no_progress,
+        method, data, args.output, iterations=args.iterations, checkpoint_interval=args.checkpoint_interval,
+        device=args.device, tracking=args.tracking, log_interval=args.log_interval,
+        montage_interval=args.montage_interval, validation=validation, config=config, progress=not args.no_progress,
     )
     trainer.run()
     trainer.export(args.output / "generator.pt")

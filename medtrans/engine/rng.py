@@ -1,16 +1,16 @@
-"""Separate random streams for data sampling and training, so a resumed run can replay the data exactly."""
+"""The training random state (Python, NumPy, torch) saved in checkpoints, so a resumed run continues exactly.
+
+The data stream does not use these generators: each of its batches has its own (see :mod:`medtrans.data.stream`)."""
 
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["RNGStream", "get_rng_state", "set_rng_state"]
+__all__ = ["get_rng_state", "set_rng_state"]
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -35,37 +35,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class RNGStream:
-    """A random stream of its own: inside :meth:`active` the global generators follow this stream, and whatever else
-    the program draws outside it (network initialisation, dropout, patch sampling of PatchNCE) does not shift it.
-
-    torchio's samplers and queues draw from the global generators, so running the data pipeline inside a stream makes
-    the sequence of batches a function of the stream's seed alone.
-    """
-
-    def __init__(self, seed: int) -> None:
-        with self._isolated():
-            random.seed(seed)
-            np.random.seed(seed % 2**32)
-            torch.manual_seed(seed)
-            self.state = get_rng_state()
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _isolated() -> Iterator[None]:
-        saved = get_rng_state()
-        try:
-            yield
-        finally:
-            set_rng_state(saved)
-
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        with self._isolated():
-            set_rng_state(self.state)
-            try:
-                yield
-            finally:
-                self.state = get_rng_state()

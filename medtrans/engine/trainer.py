@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from ignite.engine import Engine, Events
 from monai.engines import Trainer
 
+from medtrans import defaults
 from medtrans.data.intensity import fit_intensity
+from medtrans.data.stream import TrainStream
+from medtrans.distributed import is_main_rank
 from medtrans.engine.checkpoint import CheckpointHandler
-from medtrans.engine.data import TrainStream
 from medtrans.inference import InferenceSettings, Translator
 from medtrans.io import read_volume
 from medtrans.methods.base import TranslationMethod
@@ -33,37 +36,37 @@ from medtrans.visualize import save_png, tensor_montage
 
 __all__ = ["TRACKING_TYPES", "TranslationTrainer"]
 
-TRACKING_TYPES = ("tensorboard", "mlflow", "none")
+TRACKING_TYPES = defaults.TRACKING_TYPES
 VALIDATION_METRICS = {"psnr": True, "ssim": True, "mae": False}  # name -> higher is better
 
 
-def _main_rank() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 class TranslationTrainer(Trainer):
-    """Trains a translation method for ``max_epochs × epoch_length`` iterations.
+    """Trains a translation method for exactly ``iterations`` iterations.
+
+    The trained translator (:class:`~medtrans.model.TranslationModel`: the live generator, domain A's preprocessing,
+    domain B's intensities, the inference defaults) is built once here, as :attr:`model`; checkpoints, validation and
+    :meth:`export` all read it.
 
     Args:
         method: the method (networks already built; seed before building it for reproducible weights).
         data: the training stream.
         output_dir: checkpoints, montages, TensorBoard logs, best generator.
-        max_epochs: epochs.
-        epoch_length: iterations per epoch (patches are endless, so an "epoch" is a logging/validation period).
+        iterations: total iterations (a resumed run continues up to this number).
+        checkpoint_interval: iterations between checkpoints and validations; the last iteration is always saved.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-        save_interval: iterations between checkpoints (default: one epoch).
         keep_last: checkpoints kept.
         resume: continue from the latest checkpoint in ``output_dir``.
-        log_interval: iterations between log lines / scalar records.
+        log_interval: iterations between log lines (losses, it/s, time waiting for data) / scalar records.
         montage_interval: iterations between PNG montages (0 = off).
         tracking: ``"tensorboard"`` (default), ``"mlflow"`` (needs the ``tracking`` extra) or ``"none"``.
-        validation: ``{"pairs": [[a_path, b_path, mask_path_or_null], ...], "interval": epochs, "metric": "psnr",
-            "roi_size": [..], "overlap": 0.25}``: whole-volume translation of each A, scored against its B in the
+        validation: ``{"pairs": [[a_path, b_path, mask_path_or_null], ...], "metric": "psnr", "roi_size": [..],
+            "overlap": 0.25}``: at every checkpoint, whole-volume translation of each A, scored against its B in the
             network's intensity range ([-1, 1]; data range 2) inside the mask; the best generator is kept as
             ``best_generator.pt``.
         target_intensity: how the saved generator maps outputs back (default: domain B's per-dataset range).
+        inference: inference defaults saved with the translator (e.g. ``{"roi_size": [96, 96, 96]}``).
         config: the resolved config, stored in checkpoints.
-        progress: show a progress bar.
+        progress: show a progress bar when the log goes to a terminal (log lines otherwise).
         handlers: extra MONAI/ignite handlers.
     """
 
@@ -72,13 +75,12 @@ class TranslationTrainer(Trainer):
         method: TranslationMethod,
         data: TrainStream,
         output_dir: str | Path,
-        max_epochs: int = 1,
-        epoch_length: int = 100,
+        iterations: int = defaults.ITERATIONS,
+        checkpoint_interval: int = defaults.CHECKPOINT_INTERVAL,
         device: str = "auto",
-        save_interval: int | None = None,
         keep_last: int = 3,
         resume: bool = True,
-        log_interval: int = 10,
+        log_interval: int = defaults.LOG_INTERVAL,
         montage_interval: int = 0,
         tracking: str = "tensorboard",
         validation: Mapping[str, Any] | None = None,
@@ -90,6 +92,9 @@ class TranslationTrainer(Trainer):
     ) -> None:
         if tracking not in TRACKING_TYPES:
             raise ValueError(f"tracking must be one of {TRACKING_TYPES}, got {tracking!r}")
+        if iterations < 1 or checkpoint_interval < 1 or log_interval < 1:
+            raise ValueError("iterations, checkpoint_interval and log_interval must be >= 1, got "
+                             f"{iterations}, {checkpoint_interval}, {log_interval}")
         if data.spatial_dims != method.spatial_dims:
             raise ValueError(f"{method.spatial_dims}D method but the patches {data.config.patch_size} are {data.spatial_dims}D")
         if data.paired != method.paired:
@@ -97,68 +102,92 @@ class TranslationTrainer(Trainer):
         device = resolve_device(device)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        method.setup(device)
-        super().__init__(device=device, max_epochs=max_epochs, data_loader=data, epoch_length=epoch_length,
-                         handlers=list(handlers), decollate=False)
+        method.setup(device, batch_voxels=data.batch_size * math.prod(data.config.patch_size), iterations=iterations)
+        epoch_length = min(checkpoint_interval, iterations)
+        super().__init__(device=device, max_epochs=-(-iterations // epoch_length), data_loader=data,
+                         epoch_length=epoch_length, handlers=list(handlers), decollate=False)
         self.method = method
         self.data = data
+        self.iterations = iterations
         self.output_dir = Path(output_dir)
-        self.config = dict(config or {})
-        self._target_intensity = dict(target_intensity) if target_intensity else None
-        self.inference_defaults = dict(inference or {})
+        self.model = TranslationModel.for_training(method, data, inference)
+        if target_intensity is not None:
+            self.model.target_intensity = dict(target_intensity)
         self.log_interval = log_interval
         self.logger = logging.getLogger("medtrans.train")
         self._writer = None
         self._mlflow = None
-        CheckpointHandler(self, self.output_dir, save_interval or epoch_length, keep_last, resume).attach(self)
+        self._timing = {"data": 0.0, "start": time.perf_counter(), "iteration": 0}
+        CheckpointHandler(method, data, self.model, self.output_dir, checkpoint_interval, keep_last, resume,
+                          config).attach(self)
+        self.add_event_handler(Events.GET_BATCH_STARTED, self._batch_started)
+        self.add_event_handler(Events.GET_BATCH_COMPLETED, self._batch_completed)
+        self.add_event_handler(Events.STARTED, self._reset_timing)
         self.add_event_handler(Events.ITERATION_COMPLETED(every=log_interval), self._log)
-        if _main_rank():
-            self._attach_tracking(tracking)
+        self.add_event_handler(Events.COMPLETED, lambda _: data.close())
+        self.add_event_handler(Events.EXCEPTION_RAISED, self._stop)
+        self.validation = dict(validation) if validation else None
+        self.best: float | None = None
+        if is_main_rank():
+            self._attach_tracking(tracking, config or {})
             if montage_interval:
                 self.add_event_handler(Events.ITERATION_COMPLETED(every=montage_interval), self._montage)
-            if progress:
+            if progress and sys.stderr.isatty():
                 from ignite.handlers import ProgressBar
 
                 ProgressBar(persist=False).attach(self, output_transform=lambda out: out)
-        self.validation = dict(validation) if validation else None
-        if self.validation and _main_rank():
-            self.best: float | None = None
-            every = int(self.validation.get("interval", 1))
-            self.add_event_handler(Events.EPOCH_COMPLETED(every=every), self._validate)
+            if self.validation:
+                self.add_event_handler(Events.EPOCH_COMPLETED | Events.COMPLETED, self._validate)
 
     # -- the loop ---------------------------------------------------------------------------------------------------
+    def run(self) -> None:  # type: ignore[override]
+        """Train until iteration :attr:`iterations` (a resumed run continues from its checkpoint)."""
+        self.state.max_epochs = None  # ignite counts iterations (max_iters), not epochs
+        Engine.run(self, data=self.data_loader, max_iters=self.iterations, epoch_length=self.state.epoch_length)
+
     def _iteration(self, engine: Engine, batchdata: dict[str, torch.Tensor]) -> dict[str, float]:
         return self.method.training_step(batchdata)
 
-    def target_intensity(self) -> dict[str, Any]:
-        if self._target_intensity is None:
-            self._target_intensity = self.data.target_intensity()
-        return self._target_intensity
-
-    def translation_model(self) -> TranslationModel:
-        """The live A→B generator with the data's preprocessing and back-mapping, as inference needs it."""
-        return self.method.translation_model(self.data.preprocessing_a, self.target_intensity(), self.inference_defaults)
+    def _stop(self, engine: Engine, error: BaseException) -> None:
+        self.data.close()
+        raise error
 
     def export(self, path: str | Path) -> Path | None:
-        """Write the A→B generator record (a bundle's ``models/model.pt``), atomically; rank 0 only."""
-        if not _main_rank():
+        """Write the trained translator's record (a bundle's ``models/model.pt``), atomically; rank 0 only."""
+        if not is_main_rank():
             return None
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return save_generator(path, self.translation_model())
+        return save_generator(path, self.model)
 
     # -- handlers ---------------------------------------------------------------------------------------------------
+    def _reset_timing(self, engine: Engine) -> None:
+        self._timing = {"data": 0.0, "start": time.perf_counter(), "iteration": engine.state.iteration}
+
+    def _batch_started(self, engine: Engine) -> None:
+        self._timing["fetch"] = time.perf_counter()
+
+    def _batch_completed(self, engine: Engine) -> None:
+        self._timing["data"] += time.perf_counter() - self._timing["fetch"]
+
     def _log(self, engine: Engine) -> None:
+        now, t = time.perf_counter(), self._timing
+        done = engine.state.iteration - t["iteration"]
+        rate = done / max(now - t["start"], 1e-9)
+        waiting = t["data"] / max(now - t["start"], 1e-9)
+        eta = (self.iterations - engine.state.iteration) / max(rate, 1e-9)
+        self._timing = {"data": 0.0, "start": now, "iteration": engine.state.iteration}
         out = engine.state.output or {}
         text = " ".join(f"{k}={v:.4g}" for k, v in out.items())
-        self.logger.info(f"iteration {engine.state.iteration}: {text}")
+        self.logger.info(f"iteration {engine.state.iteration}/{self.iterations}: {text} | {rate:.2f} it/s, "
+                         f"{100 * waiting:.0f}% waiting for data, {eta / 60:.1f} min left")
         for name, value in out.items():
             if self._writer is not None:
                 self._writer.add_scalar(f"train/{name}", value, engine.state.iteration)
             if self._mlflow is not None:
                 self._mlflow.log_metric(name, value, step=engine.state.iteration)
 
-    def _attach_tracking(self, tracking: str) -> None:
+    def _attach_tracking(self, tracking: str, config: Mapping[str, Any]) -> None:
         if tracking == "tensorboard":
             from torch.utils.tensorboard import SummaryWriter
 
@@ -173,7 +202,7 @@ class TranslationTrainer(Trainer):
             mlflow.set_experiment("medtrans")
             self._mlflow = mlflow
             self.add_event_handler(Events.STARTED, lambda _: mlflow.start_run() and mlflow.log_params(
-                {k: str(v)[:250] for k, v in self.config.items()}))
+                {k: str(v)[:250] for k, v in config.items()}))
             self.add_event_handler(Events.COMPLETED, lambda _: mlflow.end_run())
 
     def _montage(self, engine: Engine) -> None:
@@ -186,12 +215,12 @@ class TranslationTrainer(Trainer):
             self._writer.add_image("montage/" + "|".join(self.method.visuals), image[None], engine.state.iteration)
 
     def _validate(self, engine: Engine) -> None:
+        if engine.state.metrics.get("val_iteration") == engine.state.iteration:
+            return  # the run ended on a checkpoint interval: validated already
         cfg = self.validation
-        settings = InferenceSettings(
-            roi_size=tuple(cfg.get("roi_size", (96, 96, 96))), overlap=float(cfg.get("overlap", 0.25)), progress=False,
-            device=str(self.method.device),
-        )
-        translator = Translator(self.translation_model(), settings)
+        settings = InferenceSettings(**{**self.model.inference, **{k: cfg[k] for k in ("roi_size", "overlap") if k in cfg},
+                                        "progress": False, "device": str(self.method.device)})
+        translator = Translator(self.model, settings)
         self.method.eval()
         scores: dict[str, list[float]] = {k: [] for k in VALIDATION_METRICS}
         for a_path, b_path, *rest in cfg["pairs"]:
@@ -204,7 +233,7 @@ class TranslationTrainer(Trainer):
             scores["mae"].append(mae(result.output_normalized, b_norm, mask))
         self.method.train()
         means = {k: float(np.mean(v)) for k, v in scores.items()}
-        engine.state.metrics.update({f"val_{k}": v for k, v in means.items()})
+        engine.state.metrics.update({f"val_{k}": v for k, v in means.items()}, val_iteration=engine.state.iteration)
         self.logger.info("validation at iteration %d: %s", engine.state.iteration, " ".join(f"{k}={v:.4f}" for k, v in means.items()))
         for k, v in means.items():
             if self._writer is not None:
@@ -214,4 +243,4 @@ class TranslationTrainer(Trainer):
         better = self.best is None or (value > self.best if VALIDATION_METRICS[metric] else value < self.best)
         if better and math.isfinite(value):
             self.best = value
-            save_generator(self.output_dir / "best_generator.pt", self.translation_model())
+            save_generator(self.output_dir / "best_generator.pt", self.model)

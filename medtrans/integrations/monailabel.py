@@ -23,13 +23,9 @@ from typing import Any
 from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
+from medtrans.defaults import PRECISION_TYPES
 from medtrans.errors import MedtransError, ModelError
-from medtrans.inference import (
-    PRECISIONS,
-    InferenceSettings,
-    Translator,
-    faithfulness_paths,
-)
+from medtrans.inference import InferenceSettings, Translator, faithfulness_paths
 from medtrans.model import TranslationModel, load_model
 
 __all__ = ["RESULT_TYPES", "TranslationInferTask", "find_models"]
@@ -117,7 +113,7 @@ class TranslationInferTask(InferTask):
                                   for k in keys}
         config.update({
             "device": ["auto", "cpu", "cuda"],
-            "precision": list(PRECISIONS),
+            "precision": list(PRECISION_TYPES),
             "result_type": list(RESULT_TYPES),
             "faithfulness_eps": 0.15,
         })

@@ -1,11 +1,11 @@
 """N-D losses for image translation, each usable alone and combinable with any method.
 
-Adversarial terms use MONAI's :class:`monai.losses.PatchAdversarialLoss` (least squares, bce, hinge); it averages over
-a list of logit maps, so pass :func:`medtrans.networks.discriminator_logits` of a (multi-scale) discriminator output.
+Adversarial terms use :class:`AdversarialLoss` (least squares, bce, hinge; MONAI's ``PatchAdversarialLoss`` values,
+computed from logits so that they are safe under CUDA autocast); it averages over a list of logit maps, so pass
+:func:`medtrans.networks.discriminator_logits` of a (multi-scale) discriminator output.
 """
 
-from monai.losses import PatchAdversarialLoss
-
+from medtrans.losses.adversarial import ADVERSARIAL_CRITERIA, AdversarialLoss
 from medtrans.losses.cycle import CyclePerceptualLoss, CycleStyleLoss, gram_matrix
 from medtrans.losses.kl import GaussianKLLoss, GaussianMixtureKLLoss
 from medtrans.losses.ngf import NGFLoss, normalized_gradient_field, spatial_gradient
@@ -13,12 +13,13 @@ from medtrans.losses.patchnce import PatchNCELoss
 from medtrans.losses.selfsim import SpatialCorrelativeLoss, patch_self_similarity
 
 __all__ = [
+    "ADVERSARIAL_CRITERIA",
+    "AdversarialLoss",
     "CyclePerceptualLoss",
     "CycleStyleLoss",
     "GaussianKLLoss",
     "GaussianMixtureKLLoss",
     "NGFLoss",
-    "PatchAdversarialLoss",
     "PatchNCELoss",
     "SpatialCorrelativeLoss",
     "gram_matrix",

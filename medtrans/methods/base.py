@@ -6,25 +6,26 @@ A method owns its networks, optimisers and one training step; the engine owns th
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import importlib
 import pkgutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
-import torch.distributed as dist
-from monai.losses import PatchAdversarialLoss
 from torch import nn
 
-from medtrans.data.queues import Preprocessing
-from medtrans.losses import NGFLoss
-from medtrans.model import TranslationModel, build_network
+from medtrans.distributed import average_gradients, broadcast_from_main
+from medtrans.losses import AdversarialLoss, NGFLoss
+from medtrans.model import build_network
 from medtrans.networks import discriminator_logits
+from medtrans.precision import PRECISION_TYPES, autocast, resolve_precision
 
-__all__ = ["DivergenceError", "TranslationMethod", "build_method", "method_names", "structure_loss"]
+__all__ = ["DivergenceError", "TranslationMethod", "build_method", "init_weights", "method_class", "method_names",
+           "structure_loss"]
 
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+INIT_TYPES = ("normal", "xavier", "kaiming", "default")
+COMPILE_TYPES = ("none", "default", "reduce-overhead", "max-autotune")
 
 
 class DivergenceError(RuntimeError):
@@ -53,6 +54,41 @@ def _linear_decay(constant: int, decay: int):
     return factor
 
 
+def init_weights(network: nn.Module, init_type: str = "normal", gain: float = 0.02) -> nn.Module:
+    """Initialise convolution and linear weights as the pix2pix/CycleGAN/CUT reference code does.
+
+    ``"normal"``: N(0, gain) (the reference default); ``"xavier"``: Xavier-normal with ``gain`` (CUT's default);
+    ``"kaiming"``: Kaiming-normal (fan in); ``"default"``: PyTorch's own initialisation (left untouched). Biases start
+    at 0; affine normalisation weights at N(1, gain).
+
+    Raises:
+        ValueError: on an unknown ``init_type``.
+    """
+    if init_type not in INIT_TYPES:
+        raise ValueError(f"init_type must be one of {INIT_TYPES}, got {init_type!r}")
+    if init_type == "default":
+        return network
+    for module in network.modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight is None:
+            continue
+        name = type(module).__name__
+        if "Conv" in name or isinstance(module, nn.Linear):
+            if init_type == "normal":
+                nn.init.normal_(weight, 0.0, gain)
+            elif init_type == "xavier":
+                nn.init.xavier_normal_(weight, gain=gain)
+            else:
+                nn.init.kaiming_normal_(weight, a=0, mode="fan_in")
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif "Norm" in name and weight.dim() == 1:
+            nn.init.normal_(weight, 1.0, gain)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+    return network
+
+
 class TranslationMethod(nn.Module):
     """Base of every translation method.
 
@@ -61,23 +97,34 @@ class TranslationMethod(nn.Module):
     network before the method sees the config).
 
     Subclasses set ``name`` (and ``paired = True`` for supervised methods), build the A→B generator with
-    :meth:`build_generator` and their other networks with :meth:`build` in ``__init__``, and implement
-    :meth:`optimizer_groups` and :meth:`train_step`. Inside :meth:`train_step` they call :meth:`optimize` for each optimiser, which guards against
-    divergence, scales for AMP, averages gradients across ranks, and steps.
+    :meth:`build_generator` and their discriminators with :meth:`build_discriminator` in ``__init__``, and implement
+    :meth:`optimizer_groups` and :meth:`train_step`. Inside :meth:`train_step` they call :meth:`optimize` for each
+    optimiser, which guards against divergence, scales for AMP, averages gradients across ranks, and steps; one-sided
+    methods (one generator, one discriminator) use :meth:`gan_step` for the whole discriminator-then-generator update.
 
     Args:
         spatial_dims: 2 (slices) or 3 (patches).
         in_channels: image channels of both domains.
-        lr: Adam learning rate (2e-4 in pix2pix/CycleGAN/CUT).
+        lr: Adam learning rate of the generator(s) (2e-4 in pix2pix/CycleGAN/CUT).
+        lr_discriminator: Adam learning rate of the discriminator(s) (default: ``lr``; a larger one gives the
+            two-time-scale update rule of Heusel et al. 2017).
         betas: Adam betas ((0.5, 0.999) in the reference code).
         weight_decay: Adam weight decay.
-        lr_constant_iters: iterations at the initial rate before the linear decay starts.
-        lr_decay_iters: iterations of linear decay to 0 (0 = constant rate).
-        precision: ``"fp32"``, ``"bf16"`` (autocast), ``"fp16"`` (autocast + gradient scaling, CUDA) or ``"auto"``
-            (bf16 on CUDA where supported, else fp16; fp32 on CPU).
+        lr_constant_iters: iterations at the initial rate before the linear decay starts (default: half the run).
+        lr_decay_iters: iterations of linear decay to 0 (default: the other half of the run; 0 = constant rate).
+            The run's length is what :meth:`setup` is given; without one, the rate stays constant.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :mod:`medtrans.precision`).
         structure_losses: extra terms between each source and its translation added to the generator loss, e.g.
-            ``[{"type": "ngf", "weight": 1.0, "eps": 0.15}]`` (CycleGAN + NGF, CUT + NGF...).
-        adversarial_criterion: ``"least_squares"`` (LSGAN), ``"bce"`` or ``"hinge"`` (MONAI PatchAdversarialLoss).
+            ``[{"type": "ngf", "weight": 1.0, "eps": 0.15}]`` (CycleGAN + NGF, CUT + NGF...); logged as
+            ``structure``.
+        adversarial_criterion: ``"least_squares"`` (LSGAN), ``"bce"`` or ``"hinge"``
+            (:class:`~medtrans.losses.AdversarialLoss`).
+        init_type: weight initialisation of every network (see :func:`init_weights`; ``"normal"`` = N(0, 0.02) as
+            the reference code).
+        init_gain: its gain.
+        compile_type: ``"none"`` (default), or a ``torch.compile`` mode for every network (``"default"``,
+            ``"reduce-overhead"`` — CUDA graphs, for launch-bound steps —, ``"max-autotune"``). The networks are
+            compiled in place, so checkpoints are unchanged; the first steps pay the compilation.
     """
 
     name: ClassVar[str] = ""
@@ -94,32 +141,44 @@ class TranslationMethod(nn.Module):
         spatial_dims: int,
         in_channels: int = 1,
         lr: float = 2e-4,
+        lr_discriminator: float | None = None,
         betas: Sequence[float] = (0.5, 0.999),
         weight_decay: float = 0.0,
-        lr_constant_iters: int = 0,
-        lr_decay_iters: int = 0,
-        precision: str = "fp32",
+        lr_constant_iters: int | None = None,
+        lr_decay_iters: int | None = None,
+        precision: str = "auto",
         structure_losses: Sequence[Mapping[str, Any]] = (),
         adversarial_criterion: str = "least_squares",
+        init_type: str = "normal",
+        init_gain: float = 0.02,
+        compile_type: str = "none",
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision not in PRECISION_TYPES:
+            raise ValueError(f"precision must be one of {PRECISION_TYPES}, got {precision!r}")
+        if init_type not in INIT_TYPES:
+            raise ValueError(f"init_type must be one of {INIT_TYPES}, got {init_type!r}")
+        if compile_type not in COMPILE_TYPES:
+            raise ValueError(f"compile_type must be one of {COMPILE_TYPES}, got {compile_type!r}")
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.lr = lr
+        self.lr_discriminator = lr if lr_discriminator is None else lr_discriminator
         self.betas = tuple(betas)
         self.weight_decay = weight_decay
         self.lr_constant_iters = lr_constant_iters
         self.lr_decay_iters = lr_decay_iters
         self.precision = precision
+        self.amp = "fp32"  # the resolved precision, set by setup()
+        self.init_type = init_type
+        self.init_gain = init_gain
+        self.compile_type = compile_type
         self.structure_specs = [dict(s) for s in structure_losses]
         self.structure_terms = nn.ModuleList(structure_loss(s, spatial_dims) for s in self.structure_specs)
-        self.adversarial_loss = PatchAdversarialLoss(
-            criterion=adversarial_criterion, no_activation_leastsq=True  # LSGAN as in the reference code: plain MSE
-        )
+        self.adversarial_loss = AdversarialLoss(adversarial_criterion)
+        self.discriminator_names: list[str] = []
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self.scaler: torch.amp.GradScaler | None = None
@@ -127,20 +186,36 @@ class TranslationMethod(nn.Module):
         self.visuals: dict[str, torch.Tensor] = {}
 
     # -- what subclasses provide -----------------------------------------------------------------------------------
-    def build_generator(self, default_target: str, config: Mapping[str, Any] | None, attribute: str = "net_g",
-                        **fixed: Any) -> nn.Module:
-        """Build the A→B generator that inference uses, store it as ``attribute`` and remember its config.
+    @staticmethod
+    def network_def(default_target: str, default_args: Mapping[str, Any], config: Mapping[str, Any] | None,
+                    **fixed: Any) -> dict[str, Any]:
+        """A network config: the user's ``config`` merged over the method's defaults for its default architecture
+        (:mod:`medtrans.defaults`); a config naming another ``_target_`` starts from that network's own defaults.
 
         Args:
             default_target: ``_target_`` used when ``config`` names none.
+            default_args: the method's default arguments of that network.
             config: user's network config (arguments, optionally a ``_target_``).
-            attribute: the attribute to hold the network.
             **fixed: arguments the method imposes (channels).
         """
-        self._generator_def = self.full_def({"_target_": default_target, **(config or {}), **fixed})
+        config = dict(config or {})
+        target = config.pop("_target_", default_target)
+        return {"_target_": target, **(default_args if target == default_target else {}), **config, **fixed}
+
+    def build_generator(self, network_def: Mapping[str, Any], attribute: str = "net_g") -> nn.Module:
+        """Build (and initialise) the A→B generator that inference uses, store it as ``attribute`` and remember its
+        config (see :meth:`network_def`)."""
+        self._generator_def = self.full_def(network_def)
         network = self.build(self._generator_def)
         setattr(self, attribute, network)
         self._generator_attribute = attribute
+        return network
+
+    def build_discriminator(self, attribute: str, network_def: Mapping[str, Any]) -> nn.Module:
+        """Build (and initialise) a discriminator, store it as ``attribute``; :meth:`check_patch` runs it."""
+        network = self.build(network_def)
+        setattr(self, attribute, network)
+        self.discriminator_names.append(attribute)
         return network
 
     @property
@@ -154,17 +229,17 @@ class TranslationMethod(nn.Module):
         return self._generator_def
 
     def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
-        """Parameters of each optimiser, by name."""
+        """Parameters of each optimiser, by name (``"discriminator"`` gets ``lr_discriminator``)."""
         raise NotImplementedError
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One iteration: forward, :meth:`optimize` per optimiser; returns the (detached) losses by name."""
+        """One iteration: forward, :meth:`optimize` per optimiser; returns every loss term by name."""
         raise NotImplementedError
 
     # -- helpers for subclasses ------------------------------------------------------------------------------------
     def build(self, network_def: Mapping[str, Any]) -> nn.Module:
-        """Build a network from a bundle-style config, filling in ``spatial_dims``."""
-        return build_network({"spatial_dims": self.spatial_dims, **network_def})
+        """Build a network from a bundle-style config, filling in ``spatial_dims``, and initialise it."""
+        return init_weights(build_network({"spatial_dims": self.spatial_dims, **network_def}), self.init_type, self.init_gain)
 
     def full_def(self, network_def: Mapping[str, Any]) -> dict[str, Any]:
         return {"spatial_dims": self.spatial_dims, **network_def}
@@ -176,7 +251,7 @@ class TranslationMethod(nn.Module):
 
     def _logits(self, discriminator: nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
         logits = discriminator_logits(discriminator(image))
-        if not all(torch.isfinite(t.detach()).all() for t in logits):  # BCE would fail on NaN with a cryptic message
+        if not all(torch.isfinite(t.detach()).all() for t in logits):
             raise DivergenceError(
                 f"{type(self).__name__}: a discriminator output is nan/inf at iteration {self.iteration}; training "
                 "stopped, the last checkpoint is the last good one (lower the learning rate or use fp32)"
@@ -189,16 +264,58 @@ class TranslationMethod(nn.Module):
 
     def discriminator_adversarial(self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """½ (real judged real + fake judged fake), the fake detached."""
-        loss_real = self.adversarial_loss(self._logits(discriminator, real), target_is_real=True, for_discriminator=True)
-        loss_fake = self.adversarial_loss(self._logits(discriminator, fake.detach()), target_is_real=False, for_discriminator=True)
+        loss_real = self.adversarial_loss(self._logits(discriminator, real), target_is_real=True)
+        loss_fake = self.adversarial_loss(self._logits(discriminator, fake.detach()), target_is_real=False)
         return 0.5 * (loss_real + loss_fake)
 
     def structure_penalty(self, source: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         """Weighted sum of the configured extra structure losses between a source and its translation."""
-        total = source.new_zeros(())
+        total = source.new_zeros((), dtype=torch.float32)
         for spec, term in zip(self.structure_specs, self.structure_terms):
             total = total + float(spec.get("weight", 1.0)) * term(source.float(), output.float())
         return total
+
+    def gan_step(
+        self,
+        source: torch.Tensor,
+        output: torch.Tensor,
+        target: torch.Tensor,
+        generator_terms: Callable[[], Mapping[str, tuple[float, torch.Tensor]]],
+        lambda_gan: float = 1.0,
+        condition: bool = False,
+        frozen: Sequence[nn.Module] = (),
+    ) -> dict[str, torch.Tensor]:
+        """The one-sided GAN update: the discriminator ``net_d`` on ``target`` (real) against ``output`` (fake), then
+        the generator on ``λ_GAN · L_GAN + Σ weight · term + structure losses``.
+
+        Args:
+            source: the generator's input (structure losses compare it with ``output``).
+            output: the translation.
+            target: a real image of the target domain.
+            generator_terms: called once the discriminator is frozen; returns ``{name: (weight, loss)}``.
+            lambda_gan: weight of the generator's adversarial term.
+            condition: the discriminator sees ``[source, image]`` (pix2pix's conditional PatchGAN).
+            frozen: further networks to freeze during the generator update.
+
+        Returns:
+            ``g_gan``, every generator term, ``structure`` (when structure losses are configured) and ``d``.
+        """
+        real, fake = (torch.cat([source, target], 1), torch.cat([source, output], 1)) if condition else (target, output)
+        loss_d = self.discriminator_adversarial(self.net_d, real, fake)
+        self.optimize("discriminator", loss_d)
+        frozen = [self.net_d, *frozen]
+        self.set_requires_grad(frozen, False)
+        loss_gan = self.generator_adversarial(self.net_d, fake)
+        terms = dict(generator_terms())
+        loss_g = lambda_gan * loss_gan + sum(weight * loss for weight, loss in terms.values())
+        losses = {"g_gan": loss_gan, **{k: loss for k, (_, loss) in terms.items()}}
+        if self.structure_specs:
+            losses["structure"] = self.structure_penalty(source, output)
+            loss_g = loss_g + losses["structure"]
+        self.optimize("generator", loss_g)
+        self.set_requires_grad(frozen, True)
+        self.visuals = {"source": source, "output": output, "target": target}
+        return {**losses, "d": loss_d}
 
     def optimize(self, name: str, loss: torch.Tensor) -> None:
         """Backward ``loss`` and step optimiser ``name`` (AMP scaling, cross-rank gradient averaging).
@@ -214,13 +331,7 @@ class TranslationMethod(nn.Module):
         optimizer = self.optimizers[name]
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            world = dist.get_world_size()
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        dist.all_reduce(p.grad)
-                        p.grad /= world
+        average_gradients(p for group in optimizer.param_groups for p in group["params"])
         self.scaler.step(optimizer)
 
     # -- what the engine calls -------------------------------------------------------------------------------------
@@ -228,41 +339,59 @@ class TranslationMethod(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def _autocast_dtype(self) -> torch.dtype | None:
-        kind = self.device.type
-        if self.precision == "bf16":
-            return torch.bfloat16
-        if self.precision == "fp16":
-            return torch.float16
-        if self.precision == "auto" and kind == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return None
+    def check_patch(self, patch_size: Sequence[int]) -> None:
+        """Run the generator and every discriminator on a batch of ``patch_size`` on PyTorch's meta device (shapes
+        only: no memory, no arithmetic), so a patch that cannot work fails before any data is read.
 
-    def setup(self, device: torch.device | str = "cpu") -> TranslationMethod:
-        """Move to ``device``, make ranks start from rank 0's weights, create optimisers, schedulers and scaler."""
+        Raises:
+            ValueError: naming the network (``generator`` or ``discriminator``) and what it could not take.
+        """
+        spatial = tuple(int(s) for s in patch_size if s != 1) if self.spatial_dims == 2 else tuple(int(s) for s in patch_size)
+        if len(spatial) != self.spatial_dims:
+            raise ValueError(f"a {self.spatial_dims}D method cannot train on patches {tuple(patch_size)}")
+        networks = [("generator", self.generator)] + [("discriminator", getattr(self, n)) for n in self.discriminator_names]
+        for role, network in networks:
+            first = next(m for m in network.modules() if isinstance(getattr(m, "in_channels", None), int))
+            meta = copy.deepcopy(network).to("meta").train()
+            try:
+                with torch.no_grad():
+                    meta(torch.empty((2, first.in_channels, *spatial), device="meta"))
+            except (ValueError, RuntimeError) as err:
+                reason = str(err).splitlines()[0]
+                raise ValueError(f"the {role} cannot take {'x'.join(map(str, spatial))} patches: {reason}") from None
+
+    def setup(self, device: torch.device | str = "cpu", batch_voxels: int | None = None,
+              iterations: int | None = None) -> TranslationMethod:
+        """Move to ``device``, make ranks start from rank 0's weights, resolve the precision for batches of
+        ``batch_voxels`` voxels, and create optimisers, schedulers (for a run of ``iterations``) and scaler."""
         self.to(device)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            for tensor in self.state_dict().values():
-                if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
-                    dist.broadcast(tensor, src=0)
-        factor = _linear_decay(self.lr_constant_iters, self.lr_decay_iters)
+        broadcast_from_main(t for t in self.state_dict().values() if isinstance(t, torch.Tensor) and t.is_floating_point())
+        self.amp = resolve_precision(self.precision, self.device, batch_voxels)
+        half = (iterations or 0) // 2
+        constant = half if self.lr_constant_iters is None else self.lr_constant_iters
+        decay = (iterations or 0) - half if self.lr_decay_iters is None else self.lr_decay_iters
+        factor = _linear_decay(constant, decay)
         for name, params in self.optimizer_groups().items():
-            opt = torch.optim.Adam(list(params), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+            lr = self.lr_discriminator if name == "discriminator" else self.lr
+            opt = torch.optim.Adam(list(params), lr=lr, betas=self.betas, weight_decay=self.weight_decay)
             self.optimizers[name] = opt
             self.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self._autocast_dtype() == torch.float16)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16" and self.device.type == "cuda")
+        if self.compile_type != "none":
+            mode = None if self.compile_type == "default" else self.compile_type
+            for network in self.children():
+                if any(True for _ in network.parameters()):
+                    network.compile(mode=mode)
         return self
 
     def training_step(self, batch: Mapping[str, Any]) -> dict[str, float]:
-        """One iteration on a batch ``{"a": ..., "b": ...}``; returns the losses as floats."""
+        """One iteration on a batch ``{"a": ..., "b": ...}``; returns every loss term as a float."""
         if not self.optimizers:
             raise RuntimeError("call setup(device) before training")
         self.train()
         device = self.device
         tensors = {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        dtype = self._autocast_dtype()
-        context = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-        with context:
+        with autocast(self.amp, device):
             losses = self.train_step(tensors)
         self.scaler.update()
         for scheduler in self.schedulers.values():
@@ -290,20 +419,6 @@ class TranslationMethod(nn.Module):
             self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
 
-    def translation_model(
-        self, preprocessing: Preprocessing | None = None, target_intensity: Mapping[str, Any] | None = None,
-        inference: Mapping[str, Any] | None = None,
-    ) -> TranslationModel:
-        """The A→B generator packaged for :mod:`medtrans.inference` (shares the live weights)."""
-        return TranslationModel(
-            network=self.generator,
-            network_def=self.generator_def,
-            spatial_dims=self.spatial_dims,
-            preprocessing=preprocessing or Preprocessing(),
-            target_intensity=dict(target_intensity or {"type": "source"}),
-            inference=dict(inference or {}),
-        )
-
 
 def _discover() -> None:
     import medtrans.methods as package
@@ -319,8 +434,8 @@ def method_names() -> list[str]:
     return sorted(TranslationMethod.registry)
 
 
-def build_method(name: str, **kwargs: Any) -> TranslationMethod:
-    """Instantiate a method by name (``build_method("cyclegan", spatial_dims=3, ...)``).
+def method_class(name: str) -> type[TranslationMethod]:
+    """The class of method ``name``.
 
     Raises:
         ValueError: on an unknown name.
@@ -328,4 +443,13 @@ def build_method(name: str, **kwargs: Any) -> TranslationMethod:
     _discover()
     if name not in TranslationMethod.registry:
         raise ValueError(f"unknown method {name!r}; available: {sorted(TranslationMethod.registry)}")
-    return TranslationMethod.registry[name](**kwargs)
+    return TranslationMethod.registry[name]
+
+
+def build_method(name: str, **kwargs: Any) -> TranslationMethod:
+    """Instantiate a method by name (``build_method("cyclegan", spatial_dims=3, ...)``).
+
+    Raises:
+        ValueError: on an unknown name.
+    """
+    return method_class(name)(**kwargs)

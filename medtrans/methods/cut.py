@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medtrans import defaults
 from medtrans.losses import PatchNCELoss
 from medtrans.methods.base import TranslationMethod
 from medtrans.networks import PatchSampleMLP
@@ -56,10 +57,12 @@ class CUT(TranslationMethod):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {variant!r}")
         c = self.in_channels
-        self.build_generator("medtrans.networks.ResnetGenerator", generator, in_channels=c, out_channels=c)
+        self.build_generator(self.network_def("medtrans.networks.ResnetGenerator", defaults.RESNET_GENERATOR, generator,
+                                              in_channels=c, out_channels=c))
         if not hasattr(self.net_g, "encode"):
             raise ValueError("CUT needs a generator with encode(x, layer_ids), e.g. medtrans.networks.ResnetGenerator")
-        self.net_d = self.build({"_target_": "medtrans.networks.patchgan", **(discriminator or {}), "in_channels": c})
+        self.build_discriminator("net_d", self.network_def("medtrans.networks.patchgan", defaults.DISCRIMINATOR,
+                                                           discriminator, in_channels=c))
         self.nce_layers = tuple(nce_layers) if nce_layers is not None else self.net_g.default_nce_layers
         self.net_f = PatchSampleMLP([self.net_g.feature_channels[i] for i in self.nce_layers])
         self.nce = PatchNCELoss(temperature)
@@ -81,18 +84,12 @@ class CUT(TranslationMethod):
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         real_a, real_b = batch["a"], batch["b"]
         fake_b = self.net_g(real_a)
-        loss_d = self.discriminator_adversarial(self.net_d, real_b, fake_b)
-        self.optimize("discriminator", loss_d)
-        self.set_requires_grad([self.net_d], False)
-        loss_gan = self.generator_adversarial(self.net_d, fake_b)
-        loss_nce = self.patch_nce(real_a, fake_b)
-        losses = {"g_gan": loss_gan.detach(), "nce": loss_nce.detach(), "d": loss_d.detach()}
-        if self.nce_identity:
-            loss_nce_idt = self.patch_nce(real_b, self.net_g(real_b))
-            losses["nce_identity"] = loss_nce_idt.detach()
-            loss_nce = 0.5 * (loss_nce + loss_nce_idt)
-        loss_g = self.lambda_gan * loss_gan + self.lambda_nce * loss_nce + self.structure_penalty(real_a, fake_b)
-        self.optimize("generator", loss_g)
-        self.set_requires_grad([self.net_d], True)
-        self.visuals = {"source": real_a, "output": fake_b, "target": real_b}
-        return losses
+
+        def terms() -> dict[str, tuple[float, torch.Tensor]]:
+            if not self.nce_identity:
+                return {"nce": (self.lambda_nce, self.patch_nce(real_a, fake_b))}
+            # CUT: the mean of the two NCE terms, each logged
+            return {"nce": (0.5 * self.lambda_nce, self.patch_nce(real_a, fake_b)),
+                    "nce_identity": (0.5 * self.lambda_nce, self.patch_nce(real_b, self.net_g(real_b)))}
+
+        return self.gan_step(real_a, fake_b, real_b, terms, self.lambda_gan)

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medtrans.engine.pool import ImagePool
+from medtrans import defaults
 from medtrans.methods.base import TranslationMethod
+from medtrans.networks.pool import ImagePool
 
 __all__ = ["CycleGAN"]
 
@@ -50,10 +51,12 @@ class CycleGAN(TranslationMethod):
     ) -> None:
         super().__init__(spatial_dims, **kwargs)
         c = self.in_channels
-        self.build_generator(RESNET, generator, attribute="g_ab", in_channels=c, out_channels=c)
+        self.build_generator(self.network_def(RESNET, defaults.RESNET_GENERATOR, generator, in_channels=c, out_channels=c),
+                             attribute="g_ab")
         self.g_ba = self.build(self.generator_def)
-        d_def = {"_target_": PATCHGAN, **(discriminator or {}), "in_channels": c}
-        self.d_a, self.d_b = self.build(d_def), self.build(d_def)
+        d_def = self.network_def(PATCHGAN, defaults.DISCRIMINATOR, discriminator, in_channels=c)
+        self.build_discriminator("d_a", d_def)
+        self.build_discriminator("d_b", d_def)
         self.pool_a, self.pool_b = ImagePool(pool_size), ImagePool(pool_size)
         self.lambda_cycle = lambda_cycle
         self.lambda_identity = lambda_identity

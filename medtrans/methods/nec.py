@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medtrans import defaults
 from medtrans.losses import NGFLoss
 from medtrans.methods.base import TranslationMethod
 
@@ -17,15 +18,16 @@ __all__ = ["NEC"]
 class NEC(TranslationMethod):
     """``L = λ_GAN L_GAN(G, D) + λ_NGF · mean_x [1 − ½⟨n_ε(a), n_ε(G(a))⟩²]`` (NEC eqs. 3–4).
 
-    One generator (U-Net by default), a pix2pixHD multi-resolution PatchGAN discriminator (3 layers, 3 scales), BCE
-    adversarial loss, ε = 0.15 on [-1, 1] images (the paper's setting). The NGF term ignores contrast polarity, so the
-    generator is free to invert T1 into T2 while edges must stay where the source has them. λ_NGF = 1 is medtrans's
-    default (configurable). For small 3D patches lower ``num_scales`` (each scale halves the side; 3 layers need ≥ 24).
+    One generator (U-Net by default), a pix2pixHD multi-resolution PatchGAN discriminator (3 layers; as many scales as
+    the default patch of ``spatial_dims`` allows, see :func:`medtrans.defaults.discriminator_scales`), BCE adversarial
+    loss, ε = 0.15 on [-1, 1] images (the paper's setting). The NGF term ignores contrast polarity, so the generator is
+    free to invert T1 into T2 while edges must stay where the source has them. λ_NGF = 1 is medtrans's default
+    (configurable).
 
     Args:
         spatial_dims: 2 or 3.
         generator: config of G.
-        discriminator: config of D (default ``MultiResolutionDiscriminator`` with 3 scales).
+        discriminator: config of D (default ``MultiResolutionDiscriminator``).
         eps: ε of the NGF.
         lambda_ngf: λ_NGF.
         lambda_gan: λ_GAN.
@@ -47,11 +49,11 @@ class NEC(TranslationMethod):
     ) -> None:
         super().__init__(spatial_dims, adversarial_criterion=adversarial_criterion, **kwargs)
         c = self.in_channels
-        self.build_generator("medtrans.networks.UNetGenerator", generator, in_channels=c, out_channels=c)
-        self.net_d = self.build(
-            {"_target_": "medtrans.networks.MultiResolutionDiscriminator", "num_scales": 3, "num_layers": 3,
-             **(discriminator or {}), "in_channels": c}
-        )
+        self.build_generator(self.network_def("medtrans.networks.UNetGenerator", defaults.UNET_GENERATOR, generator,
+                                              in_channels=c, out_channels=c))
+        self.build_discriminator("net_d", self.network_def(
+            "medtrans.networks.MultiResolutionDiscriminator",
+            {**defaults.DISCRIMINATOR, "num_scales": defaults.discriminator_scales(spatial_dims)}, discriminator, in_channels=c))
         self.ngf = NGFLoss(spatial_dims, eps=eps)
         self.lambda_ngf = lambda_ngf
         self.lambda_gan = lambda_gan
@@ -62,13 +64,5 @@ class NEC(TranslationMethod):
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         real_a, real_b = batch["a"], batch["b"]
         fake_b = self.net_g(real_a)
-        loss_d = self.discriminator_adversarial(self.net_d, real_b, fake_b)
-        self.optimize("discriminator", loss_d)
-        self.set_requires_grad([self.net_d], False)
-        loss_gan = self.generator_adversarial(self.net_d, fake_b)
-        loss_ngf = self.ngf(real_a.float(), fake_b.float())
-        loss_g = self.lambda_gan * loss_gan + self.lambda_ngf * loss_ngf + self.structure_penalty(real_a, fake_b)
-        self.optimize("generator", loss_g)
-        self.set_requires_grad([self.net_d], True)
-        self.visuals = {"source": real_a, "output": fake_b, "target": real_b}
-        return {"g_gan": loss_gan.detach(), "ngf": loss_ngf.detach(), "d": loss_d.detach()}
+        return self.gan_step(real_a, fake_b, real_b, lambda: {"ngf": (self.lambda_ngf, self.ngf(real_a.float(), fake_b.float()))},
+                             self.lambda_gan)

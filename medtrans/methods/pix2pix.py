@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medtrans import defaults
 from medtrans.methods.base import TranslationMethod
 
 __all__ = ["Pix2Pix"]
@@ -42,8 +43,10 @@ class Pix2Pix(TranslationMethod):
     ) -> None:
         super().__init__(spatial_dims, adversarial_criterion=adversarial_criterion, **kwargs)
         c = self.in_channels
-        self.build_generator("medtrans.networks.UNetGenerator", generator, in_channels=c, out_channels=c)
-        self.net_d = self.build({"_target_": "medtrans.networks.patchgan", **(discriminator or {}), "in_channels": 2 * c})
+        self.build_generator(self.network_def("medtrans.networks.UNetGenerator", defaults.UNET_GENERATOR, generator,
+                                              in_channels=c, out_channels=c))
+        self.build_discriminator("net_d", self.network_def("medtrans.networks.patchgan", defaults.DISCRIMINATOR,
+                                                           discriminator, in_channels=2 * c))
         self.lambda_l1 = lambda_l1
 
     def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
@@ -52,16 +55,5 @@ class Pix2Pix(TranslationMethod):
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         real_a, real_b = batch["a"], batch["b"]
         fake_b = self.net_g(real_a)
-        self.set_requires_grad([self.net_d], True)
-        loss_d = self.discriminator_adversarial(
-            self.net_d, torch.cat([real_a, real_b], 1), torch.cat([real_a, fake_b], 1)
-        )
-        self.optimize("discriminator", loss_d)
-        self.set_requires_grad([self.net_d], False)
-        loss_gan = self.generator_adversarial(self.net_d, torch.cat([real_a, fake_b], 1))
-        loss_l1 = F.l1_loss(fake_b, real_b)
-        loss_g = loss_gan + self.lambda_l1 * loss_l1 + self.structure_penalty(real_a, fake_b)
-        self.optimize("generator", loss_g)
-        self.set_requires_grad([self.net_d], True)
-        self.visuals = {"source": real_a, "output": fake_b, "target": real_b}
-        return {"g_gan": loss_gan, "g_l1": loss_l1, "d": loss_d}
+        return self.gan_step(real_a, fake_b, real_b, lambda: {"g_l1": (self.lambda_l1, F.l1_loss(fake_b.float(), real_b.float()))},
+                             condition=True)

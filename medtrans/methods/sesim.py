@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medtrans import defaults
 from medtrans.losses import SpatialCorrelativeLoss
 from medtrans.methods.base import TranslationMethod
 from medtrans.networks import ConvFeatures, DiscriminatorFeatures
@@ -68,8 +69,10 @@ class SeSim(TranslationMethod):
         if variant == "lsesim" and feature_type != "conv":
             raise ValueError("lsesim learns its own ConvFeatures extractor: use feature_type='conv'")
         c = self.in_channels
-        self.build_generator("medtrans.networks.ResnetGenerator", generator, in_channels=c, out_channels=c)
-        self.net_d = self.build({"_target_": "medtrans.networks.patchgan", **(discriminator or {}), "in_channels": c})
+        self.build_generator(self.network_def("medtrans.networks.ResnetGenerator", defaults.RESNET_GENERATOR, generator,
+                                              in_channels=c, out_channels=c))
+        self.build_discriminator("net_d", self.network_def("medtrans.networks.patchgan", defaults.DISCRIMINATOR,
+                                                           discriminator, in_channels=c))
         self.variant = variant
         if feature_type == "conv":
             self.net_f = ConvFeatures(spatial_dims, c, feature_channels)
@@ -107,15 +110,6 @@ class SeSim(TranslationMethod):
             self.optimize("features", loss_f)
             losses["features"] = loss_f.detach()
         fake_b = self.net_g(real_a)
-        loss_d = self.discriminator_adversarial(self.net_d, real_b, fake_b)
-        self.optimize("discriminator", loss_d)
-        frozen = [self.net_d] + ([self.net_f] if self.variant == "lsesim" else [])
-        self.set_requires_grad(frozen, False)
-        loss_gan = self.generator_adversarial(self.net_d, fake_b)
-        loss_spatial = self.spatial(self.features(real_a), self.features(fake_b))
-        loss_g = loss_gan + self.lambda_spatial * loss_spatial + self.structure_penalty(real_a, fake_b)
-        self.optimize("generator", loss_g)
-        self.set_requires_grad(frozen, True)
-        self.visuals = {"source": real_a, "output": fake_b, "target": real_b}
-        losses.update({"g_gan": loss_gan.detach(), "spatial": loss_spatial.detach(), "d": loss_d.detach()})
-        return losses
+        frozen = [self.net_f] if self.variant == "lsesim" else []
+        spatial = lambda: {"spatial": (self.lambda_spatial, self.spatial(self.features(real_a), self.features(fake_b)))}  # noqa: E731
+        return {**losses, **self.gan_step(real_a, fake_b, real_b, spatial, frozen=frozen)}

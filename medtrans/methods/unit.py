@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medtrans import defaults
 from medtrans.losses import GaussianKLLoss, GaussianMixtureKLLoss
 from medtrans.methods.base import TranslationMethod
 
@@ -52,10 +53,13 @@ class UNITMethod(TranslationMethod):
     ) -> None:
         super().__init__(spatial_dims, lr=lr, weight_decay=weight_decay, **kwargs)
         c = self.in_channels
-        self.build_generator("medtrans.networks.UNIT", {"prior_type": prior_type, **(generator or {})}, in_channels=c)
-        d_def = {"_target_": "medtrans.networks.MultiResolutionDiscriminator", "num_scales": 3, "num_layers": 3,
-                 **(discriminator or {}), "in_channels": c}
-        self.d_a, self.d_b = self.build(d_def), self.build(d_def)
+        self.build_generator(self.network_def("medtrans.networks.UNIT", {**defaults.UNIT_GENERATOR, "prior_type": prior_type},
+                                              generator, in_channels=c))
+        d_def = self.network_def("medtrans.networks.MultiResolutionDiscriminator",
+                                 {**defaults.DISCRIMINATOR, "num_scales": defaults.discriminator_scales(spatial_dims)},
+                                 discriminator, in_channels=c)
+        self.build_discriminator("d_a", d_def)
+        self.build_discriminator("d_b", d_def)
         self.kl_normal = GaussianKLLoss()
         self.kl_mixture = GaussianMixtureKLLoss()
         self.weights = {"gan": lambda_gan, "recon": lambda_recon, "kl": lambda_kl, "cycle": lambda_cycle, "kl_cycle": lambda_kl_cycle}
@@ -88,12 +92,14 @@ class UNITMethod(TranslationMethod):
         recon = F.l1_loss(x_aa, x_a) + F.l1_loss(x_bb, x_b)
         cycle = F.l1_loss(x_aba, x_a) + F.l1_loss(x_bab, x_b)
         kl, kl_cycle = kl_a + kl_b, kl_ab + kl_ba
-        loss_g = (w["gan"] * gan + w["recon"] * recon + w["kl"] * kl + w["cycle"] * cycle + w["kl_cycle"] * kl_cycle
-                  + self.structure_penalty(x_a, x_ab) + self.structure_penalty(x_b, x_ba))
+        loss_g = w["gan"] * gan + w["recon"] * recon + w["kl"] * kl + w["cycle"] * cycle + w["kl_cycle"] * kl_cycle
+        losses = {"g_gan": gan, "recon": recon, "cycle": cycle, "kl": kl, "kl_cycle": kl_cycle}
+        if self.structure_specs:
+            losses["structure"] = self.structure_penalty(x_a, x_ab) + self.structure_penalty(x_b, x_ba)
+            loss_g = loss_g + losses["structure"]
         self.optimize("generator", loss_g)
         self.set_requires_grad([self.d_a, self.d_b], True)
         loss_d = self.discriminator_adversarial(self.d_a, x_a, x_ba) + self.discriminator_adversarial(self.d_b, x_b, x_ab)
         self.optimize("discriminator", loss_d)
         self.visuals = {"source": x_a, "output": x_ab, "reconstruction": x_aba}
-        return {"g_gan": gan.detach(), "recon": recon.detach(), "cycle": cycle.detach(), "kl": kl.detach(),
-                "kl_cycle": kl_cycle.detach(), "d": loss_d.detach()}
+        return {**losses, "d": loss_d}

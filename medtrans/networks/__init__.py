@@ -18,6 +18,7 @@ from medtrans.networks.features import (
 )
 from medtrans.networks.generators import ResnetGenerator, UNetGenerator
 from medtrans.networks.heads import PatchSampleMLP
+from medtrans.networks.pool import ImagePool
 from medtrans.networks.unit import UNIT, GaussianMixturePrior, UNITDecoder, UNITEncoder
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "FeatureExtractor",
     "GaussianMixturePrior",
     "HookFeatures",
+    "ImagePool",
     "MultiResolutionDiscriminator",
     "PatchDiscriminator",
     "PatchSampleMLP",

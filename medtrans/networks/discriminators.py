@@ -7,6 +7,8 @@ from monai.networks.layers.factories import Pool
 from monai.networks.nets import PatchDiscriminator
 from torch import nn
 
+from medtrans.defaults import DISCRIMINATOR_LAYERS, min_patchgan_input_size
+
 __all__ = [
     "MultiResolutionDiscriminator",
     "PatchDiscriminator",
@@ -17,20 +19,11 @@ __all__ = [
 ]
 
 
-def min_patchgan_input_size(num_layers: int) -> int:
-    """Smallest side a :func:`patchgan` with ``num_layers`` accepts (its last normalised layer needs ≥ 2 voxels).
-
-    With kernel 4 and padding 1, each stride-2 layer halves the side and each stride-1 layer removes one voxel, so
-    ``num_layers`` stride-2 layers then one stride-1 normalised layer of side ≥ 2 need ``3 · 2**num_layers``.
-    """
-    return 3 * 2**num_layers
-
-
 def patchgan(
     spatial_dims: int,
     in_channels: int = 1,
     channels: int = 64,
-    num_layers: int = 3,
+    num_layers: int = DISCRIMINATOR_LAYERS,
     norm: str | tuple = "instance",
 ) -> PatchDiscriminator:
     """The pix2pix/CycleGAN PatchGAN (70×70 receptive field in 2D for ``num_layers=3``) as a MONAI PatchDiscriminator.

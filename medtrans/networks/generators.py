@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from monai.networks.blocks import Convolution, ResidualUnit
 from monai.networks.nets import UNet
 from torch import nn
 
-from medtrans.networks.layers import ConvBlock, ResidualBlock, UpsampleBlock
+from medtrans.networks.layers import UPSAMPLE_TYPES, ConvBlock, ResidualBlock, UpsampleBlock
 
 __all__ = ["ResnetGenerator", "UNetGenerator"]
 
@@ -124,19 +125,46 @@ class ResnetGenerator(nn.Module):
         return x
 
 
+class _ResizeConvUNet(UNet):
+    """MONAI's U-Net whose decoder upsamples by nearest-neighbour resizing followed by a stride-1 convolution."""
+
+    def _get_up_layer(self, in_channels: int, out_channels: int, strides: int, is_top: bool) -> nn.Module:
+        conv = Convolution(
+            self.dimensions, in_channels, out_channels, strides=1, kernel_size=self.up_kernel_size, act=self.act,
+            norm=self.norm, dropout=self.dropout, bias=self.bias, conv_only=is_top and self.num_res_units == 0,
+            adn_ordering=self.adn_ordering,
+        )
+        layers: list[nn.Module] = [nn.Upsample(scale_factor=strides, mode="nearest"), conv]
+        if self.num_res_units > 0:
+            layers.append(ResidualUnit(
+                self.dimensions, out_channels, out_channels, strides=1, kernel_size=self.kernel_size, subunits=1,
+                act=self.act, norm=self.norm, dropout=self.dropout, bias=self.bias, last_conv_only=is_top,
+                adn_ordering=self.adn_ordering,
+            ))
+        return nn.Sequential(*layers)
+
+
 class UNetGenerator(nn.Module):
-    """U-Net generator with a tanh output (pix2pix / NEC), wrapping :class:`monai.networks.nets.UNet`.
+    """U-Net generator with a tanh output (pix2pix / NEC), built on :class:`monai.networks.nets.UNet`.
+
+    The decoder upsamples by resize-convolution by default: a transposed convolution of stride 2 and kernel 3 covers
+    the output unevenly and prints a 2-voxel checkerboard into translations (Odena et al., Distill 2016), which
+    ``upsample_type="transpose"`` (MONAI's and the pix2pix reference's layout) keeps.
 
     Args:
         spatial_dims: 2 or 3.
         in_channels: input channels.
         out_channels: output channels.
         channels: channels per level (pix2pix: 64, 128, 256, 512, 512, ...).
-        strides: stride of each downsampling (one fewer than ``channels``).
+        strides: stride of each downsampling (one fewer than ``channels``; default 2 each).
         num_res_units: residual units per level (0 gives plain conv blocks as pix2pix).
         norm: normalisation (instance by default).
         act: activation.
         dropout: dropout probability.
+        upsample_type: ``"resize"`` (nearest resize + convolution, default) or ``"transpose"``.
+
+    Raises:
+        ValueError: on an unsupported ``spatial_dims``, ``upsample_type`` or stride count.
     """
 
     def __init__(
@@ -145,22 +173,26 @@ class UNetGenerator(nn.Module):
         in_channels: int = 1,
         out_channels: int = 1,
         channels: Sequence[int] = (64, 128, 256, 512, 512),
-        strides: Sequence[int] = (2, 2, 2, 2),
+        strides: Sequence[int] | None = None,
         num_res_units: int = 0,
         norm: str | tuple = "instance",
         act: str | tuple = ("leakyrelu", {"negative_slope": 0.2}),
         dropout: float = 0.0,
+        upsample_type: str = "resize",
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        if upsample_type not in UPSAMPLE_TYPES:
+            raise ValueError(f"upsample_type must be one of {UPSAMPLE_TYPES}, got {upsample_type!r}")
+        strides = (2,) * (len(channels) - 1) if strides is None else tuple(strides)
         if len(strides) != len(channels) - 1:
             raise ValueError(f"need one stride per downsampling: {len(channels) - 1} strides, got {len(strides)}")
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.size_divisor = int(torch.prod(torch.tensor(list(strides))).item())
-        self.unet = UNet(
+        self.unet = (_ResizeConvUNet if upsample_type == "resize" else UNet)(
             spatial_dims=spatial_dims,
             in_channels=in_channels,
             out_channels=out_channels,

@@ -6,7 +6,7 @@ import torch
 from monai.networks.layers.factories import Act, Conv, Norm, Pad
 from torch import nn
 
-__all__ = ["PAD_TYPES", "ConvBlock", "ResidualBlock", "UpsampleBlock", "reflection_pad_factory"]
+__all__ = ["PAD_TYPES", "UPSAMPLE_TYPES", "ConvBlock", "ResidualBlock", "UpsampleBlock", "reflection_pad_factory"]
 
 PAD_TYPES = ("reflect", "replicate", "zeros")
 

@@ -1,4 +1,5 @@
-"""Each bundle through monai.bundle, as MONAI's model-zoo CI does: shrunken overrides, train, infer, verify, export."""
+"""Each bundle through monai.bundle, as MONAI's model-zoo CI does: shrunken overrides, train, infer, verify, export;
+and the full cycle of docs/bundles.md run exactly as written."""
 
 import os
 import shutil
@@ -15,7 +16,8 @@ from monai.bundle import ConfigWorkflow
 from medtrans.model import load_model
 from tests.conftest import REPO, shared_file
 
-BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "train.yaml").exists())
+BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").exists())
+BASE = REPO / "bundles" / "base" / "configs"
 UNET = {"channels": [4, 8], "strides": [2]}
 RESNET = {"channels": 4, "num_res_blocks": 1}
 TINY_G = {"pix2pix": UNET, "nec": UNET, "unit": {"channels": 4, "num_res_blocks": 2, "num_shared_blocks": 1}}
@@ -44,25 +46,29 @@ def tiny_overrides(name: str, dataset: Path, bundle_root: Path, dims: int = 2) -
         "generator": TINY_G.get(name, RESNET),
         "discriminator": TINY_D.get(name, {"channels": 4, "num_layers": 2}),
         "train#data#patch#num_workers": 0,
-        "train#data#patch#samples_per_volume": 2,
-        "train#data#patch#max_length": 4,
-        "train#trainer#max_epochs": 1,
-        "train#trainer#epoch_length": 2,
+        "iterations": 2,
         "train#trainer#tracking": "none",
         "train#trainer#montage_interval": 0,
     }
 
 
 def _copy(name: str, tmp_path: Path) -> Path:
-    root = tmp_path / name
-    shutil.copytree(REPO / "bundles" / name, root)
-    return root
+    """A copy of the method bundle and of the shared base beside it (a method bundle needs its base)."""
+    for folder in (name, "base"):
+        if not (tmp_path / folder).exists():
+            shutil.copytree(REPO / "bundles" / folder, tmp_path / folder)
+    return tmp_path / name
 
 
-def _workflow(config: Path, **overrides) -> ConfigWorkflow:
-    workflow = ConfigWorkflow(config_file=str(config), workflow_type=None, **overrides)
+def _workflow(configs: list[Path], root: Path, **overrides) -> ConfigWorkflow:
+    workflow = ConfigWorkflow(config_file=[str(c) for c in configs], meta_file=str(root / "configs" / "metadata.json"),
+                              workflow_type=None, **overrides)
     workflow.initialize()
     return workflow
+
+
+def _train_configs(root: Path) -> list[Path]:
+    return [root.parent / "base" / "configs" / "train.yaml", root / "configs" / "train.yaml"]
 
 
 def test_every_method_has_a_bundle():
@@ -70,9 +76,20 @@ def test_every_method_has_a_bundle():
 
     assert BUNDLES == method_names()
     for name in BUNDLES:
-        for part in ("configs/metadata.json", "configs/train.yaml", "configs/inference.yaml",
-                     "configs/multi_gpu_train.yaml", "configs/logging.conf", "docs/README.md", "LICENSE"):
+        for part in ("configs/metadata.json", "configs/train.yaml", "docs/README.md", "LICENSE"):
             assert (REPO / "bundles" / name / part).is_file(), (name, part)
+    for part in ("train.yaml", "inference.yaml", "multi_gpu_train.yaml", "logging.conf"):
+        assert (BASE / part).is_file(), part
+
+
+def test_method_bundles_state_only_what_differs_from_the_base():
+    import yaml
+
+    base = yaml.safe_load((BASE / "train.yaml").read_text())
+    for name in BUNDLES:
+        own = yaml.safe_load((REPO / "bundles" / name / "configs" / "train.yaml").read_text())
+        assert own == {"method#name": name}  # every other setting is shared (or the method's own default)
+        assert base["method"]["name"] is None
 
 
 @pytest.mark.slow
@@ -80,13 +97,13 @@ def test_every_method_has_a_bundle():
 @pytest.mark.parametrize("name", BUNDLES)
 def test_bundle_trains_and_translates(name, dims, dataset, tmp_path):
     root = _copy(name, tmp_path)
-    train = _workflow(root / "configs" / "train.yaml", **tiny_overrides(name, dataset, root, dims))
+    train = _workflow(_train_configs(root), root, **tiny_overrides(name, dataset, root, dims))
     train.run()
     train.finalize()
     assert (root / "runs" / "checkpoint_00000002.pt").exists()
     assert load_model(root).spatial_dims == dims  # models/model.pt is the generator record
-    infer = _workflow(root / "configs" / "inference.yaml", bundle_root=str(root), dataset_dir=str(dataset / "A"),
-                      roi_size=[48, 48, 48])
+    infer = _workflow([root.parent / "base" / "configs" / "inference.yaml"], root, bundle_root=str(root),
+                      dataset_dir=str(dataset / "A"), roi_size=[48, 48, 48])
     infer.run()
     for subject in ("s1", "s2"):
         out, src = nib.load(root / "eval" / f"{subject}.nii"), nib.load(dataset / "A" / f"{subject}.nii")
@@ -101,24 +118,62 @@ def test_verify_metadata_offline():
         assert done.returncode == 0 and "metadata is verified with no error" in done.stdout + done.stderr, done.stderr[-2000:]
 
 
+def _documented_cycle() -> str:
+    """The shell block of docs/bundles.md under "The full cycle"."""
+    text = (REPO / "docs" / "bundles.md").read_text()
+    section = text.split("## The full cycle", 1)[1]
+    return section.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
 @pytest.mark.slow
-def test_ckpt_export_of_the_generator(dataset, tmp_path):
-    root = _copy("nec", tmp_path)
-    train = _workflow(root / "configs" / "train.yaml", **tiny_overrides("nec", dataset, root))
-    train.run()
-    train.finalize()
-    done = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(root / "models" / "model.ts"),
-         "--ckpt_file", str(root / "models" / "model.pt"), "--key_in_ckpt", "state_dict",
-         "--meta_file", str(root / "configs" / "metadata.json"), "--config_file", str(root / "configs" / "inference.yaml"),
-         "--use_trace", "True", "--input_shape", "[1,1,32,32]", "--spatial_dims", "2",
-         "--network_def#channels", "[4,8]", "--network_def#strides", "[2]"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    exported = torch.jit.load(str(root / "models" / "model.ts"))
-    x = torch.rand(1, 1, 32, 32) * 2 - 1
+def test_the_documented_cycle_runs_as_written(dataset, tmp_path):
+    """docs/bundles.md's commands, verbatim, from a copy of the repository root (so nothing is written into the
+    checkout), with DATA and the input file pointing at test data: train, inference, translate, export."""
+    root = tmp_path / "repo"
+    shutil.copytree(REPO / "bundles", root / "bundles")
+    script = _documented_cycle()
+    assert "--bundle_root bundles/nec" in script and "medtrans translate" in script and "ckpt_export" in script
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "DATA": str(dataset), "T1": str(dataset / "A" / "s1.nii")}
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    nec = root / "bundles" / "nec"
+    assert (nec / "models" / "model.pt").exists() and (nec / "runs").is_dir()
+    assert sorted(p.name for p in (nec / "eval").iterdir()) == ["s1.nii", "s2.nii"]
+    source, translated = nib.load(dataset / "A" / "s1.nii"), nib.load(root / "t2_synth.nii.gz")
+    assert translated.shape == source.shape and np.allclose(translated.affine, source.affine)
+    exported = torch.jit.load(str(nec / "models" / "model.ts"))
+    x = torch.rand(1, 1, 64, 64, 64) * 2 - 1
     with torch.no_grad():
-        assert torch.allclose(exported(x), load_model(root).network(x), atol=1e-5)
+        assert torch.allclose(exported(x), load_model(nec).network(x), atol=1e-5)
+    assert not list(Path.cwd().glob("models")) and not (Path.cwd() / "runs").exists()  # nothing in the current folder
+
+
+@pytest.mark.slow
+def test_a_bundle_copied_anywhere_runs_from_any_folder(dataset, tmp_path):
+    root = _copy("pix2pix", tmp_path / "elsewhere")
+    overrides = tiny_overrides("pix2pix", dataset, root)
+    args = []
+    for key, value in overrides.items():
+        args += [f"--{key}", repr(value) if not isinstance(value, str) else value]
+    cwd = tmp_path / "somewhere_else"
+    cwd.mkdir()
+    configs = f"['{root.parent}/base/configs/train.yaml','{root}/configs/train.yaml']"
+    done = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", configs, "--meta_file",
+                           str(root / "configs" / "metadata.json"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (root / "models" / "model.pt").exists() and list(cwd.iterdir()) == []
+
+
+def test_a_bundle_without_bundle_root_says_so(dataset, tmp_path):
+    root = _copy("nec", tmp_path)
+    overrides = {k: v for k, v in tiny_overrides("nec", dataset, root).items() if k != "bundle_root"}
+    with pytest.raises(RuntimeError) as caught:  # MONAI wraps the config's error; ours is its cause
+        _workflow(_train_configs(root), root, **overrides).run()
+    assert "bundle_root is not set: add --bundle_root" in str(caught.value.__cause__)
+    assert not (Path.cwd() / "runs").exists()
 
 
 @pytest.mark.slow
@@ -128,10 +183,11 @@ def test_torchrun_two_processes_gloo(dataset, tmp_path):
     args = []
     for key, value in overrides.items():
         args += [f"--{key}", repr(value) if not isinstance(value, str) else value]
-    configs = f"['{root}/configs/train.yaml','{root}/configs/multi_gpu_train.yaml']"
+    configs = f"['{root.parent}/base/configs/train.yaml','{root}/configs/train.yaml','{root.parent}/base/configs/multi_gpu_train.yaml']"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "monai.bundle",
-         "run", "--config_file", configs, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+         "run", "--config_file", configs, "--meta_file", str(root / "configs" / "metadata.json"), *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
     assert (root / "runs" / "checkpoint_00000002.pt").exists() and (root / "models" / "model.pt").exists()

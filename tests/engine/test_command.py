@@ -20,12 +20,14 @@ def test_train_command_end_to_end(tmp_path):
     run = tmp_path / "run"
     code = main(["train", "--method", "nec", "--data-a", str(tmp_path / "a"), "--data-b", str(tmp_path / "b"),
                  "--output", str(run), "--dims", "2", "--patch-size", "32", "32", "1", "--batch-size", "2",
-                 "--iterations", "4", "--epoch-length", "2", "--workers", "0", "--tracking", "none", "--no-progress",
+                 "--iterations", "5", "--checkpoint-interval", "2", "--workers", "0", "--tracking", "none", "--no-progress",
                  "--validate", str(tmp_path / "a" / "s1.nii"), str(tmp_path / "b" / "s1.nii"),
                  "--set", 'generator={"channels": [4, 8], "strides": [2]}',
                  'discriminator={"channels": 4, "num_layers": 2, "num_scales": 1}'])
     assert code == 0
-    assert {"checkpoint_00000004.pt", "generator.pt", "best_generator.pt"} <= {p.name for p in run.iterdir()}
+    # exactly 5 iterations, saved at the end whatever the checkpoint interval
+    assert {"checkpoint_00000004.pt", "checkpoint_00000005.pt", "generator.pt", "best_generator.pt"} <= {p.name for p in run.iterdir()}
+    assert not (run / "checkpoint_00000006.pt").exists()
     out = tmp_path / "t2.nii.gz"
     assert main(["translate", str(tmp_path / "a" / "s1.nii"), str(out), "--model", str(run / "generator.pt"),
                  "--no-progress"]) == 0
@@ -39,7 +41,7 @@ def test_mlflow_tracking_records_losses(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "--method", "cut", "--data-a", str(tmp_path / "a"), "--data-b", str(tmp_path / "b"),
                  "--output", str(run), "--dims", "2", "--patch-size", "32", "32", "1", "--iterations", "2",
-                 "--epoch-length", "1", "--workers", "0", "--tracking", "mlflow", "--log-interval", "1", "--no-progress",
+                 "--workers", "0", "--tracking", "mlflow", "--log-interval", "1", "--no-progress",
                  "--set", 'generator={"channels": 4, "num_res_blocks": 1}', "num_patches=16",
                  'discriminator={"channels": 4, "num_layers": 2}']) == 0
     mlflow.set_tracking_uri(f"sqlite:///{run / 'mlflow.db'}")

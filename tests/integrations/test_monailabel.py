@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from medtrans.cli import main
+from medtrans.defaults import ROI_SIZE
 from medtrans.inference import translate_path
 from tests.conftest import REPO, shared_file, spm_template_domains
 
@@ -121,7 +122,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     run = root / "run"
     assert main(["train", "--method", "nec", "--data-a", str(root / "a"), "--data-b", str(root / "b"),
                  "--output", str(run), "--dims", "3", "--patch-size", "32", "32", "32", "--iterations", "4",
-                 "--epoch-length", "2", "--workers", "0", "--tracking", "none", "--no-progress",
+                 "--workers", "0", "--tracking", "none", "--no-progress",
                  "--set", 'generator={"channels": [4, 8], "strides": [2]}',
                  'discriminator={"channels": 4, "num_layers": 2, "num_scales": 1}']) == 0
     studies = root / "studies"
@@ -137,7 +138,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     (app / "model").mkdir()
     shutil.copy(run / "generator.pt", app / "model" / "tiny.pt")  # served as model "tiny"
     bundle = app / "model" / "tiny_bundle"  # the same weights as a bundle folder, as a bundle's train.yaml exports them
-    shutil.copytree(REPO / "bundles" / "nec" / "configs", bundle / "configs")
+    shutil.copytree(REPO / "bundles" / "nec" / "configs", bundle / "configs")  # a method bundle with its trained model
     (bundle / "models").mkdir()
     shutil.copy(run / "generator.pt", bundle / "models" / "model.pt")
     server = Server(root)
@@ -157,7 +158,7 @@ def test_info_lists_the_model_as_a_translation_task(served):
     assert set(info["models"]) == {"tiny", "tiny_bundle"}
     model = info["models"]["tiny"]
     assert model["type"] == "others" and model["dimension"] == 3
-    assert model["config"]["roi_size"] == "32,32,32"  # the model's own default, a string (a list would be a choice)
+    assert model["config"]["roi_size"] == ",".join(map(str, ROI_SIZE))  # the default window, a string (a list would be a choice)
     assert model["config"]["result_type"][0] == "translation"
     assert {"overlap", "device", "precision", "faithfulness_eps"} <= set(model["config"])
     assert info["datastore"]["total"] == 1

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from medtrans.cli import main
-from medtrans.data import ImageRecord
-from medtrans.engine import TrainStream, TranslationTrainer, latest_checkpoint
+from medtrans.data import ImageRecord, TrainStream
+from medtrans.engine import TranslationTrainer, latest_checkpoint
 from medtrans.methods import build_method, method_names
 from medtrans.utils import seed_everything
 from tests.conftest import shared_file
@@ -21,8 +21,8 @@ def _stream(method_name: str, dims: int, paired: bool) -> TrainStream:
     b_subject = "patient07" if paired else "patient19"  # unpaired: T2 of another patient
     b = ImageRecord("p07" if paired else "p19", shared_file(f"lesjak-ms-mni/{b_subject}/T2.nii.gz"))
     patch = (32, 32, 32) if dims == 3 else (48, 48, 1)
-    return TrainStream([a], [b], {"patch_size": patch, "samples_per_volume": 4, "max_length": 8,
-                                  "sampler_type": "foreground"}, batch_size=1 if dims == 3 else 2, paired=paired, seed=1)
+    return TrainStream([a], [b], {"patch_size": patch, "sampler_type": "foreground"}, batch_size=1 if dims == 3 else 2,
+                       paired=paired, seed=1)
 
 
 def test_every_method_file_is_registered():
@@ -34,25 +34,27 @@ def test_every_method_file_is_registered():
 def test_lowers_its_term_and_checkpoint_translates(variant, dims, tiny, tmp_path):
     name, kwargs, term = tiny(variant)
     seed_everything(0)
-    method = build_method(name, spatial_dims=dims, **kwargs)
+    method = build_method(name, spatial_dims=dims, lr_decay_iters=0, **kwargs)  # a constant rate beyond the short run
     stream = _stream(name, dims, method.paired)
-    trainer = TranslationTrainer(method, stream, tmp_path / "run", max_epochs=1, epoch_length=2, device="cpu",
-                                 tracking="none", progress=False, montage_interval=2)
+    trainer = TranslationTrainer(method, stream, tmp_path / "run", iterations=2, device="cpu", tracking="none",
+                                 progress=False, montage_interval=2)
     trainer.run()
     checkpoint = latest_checkpoint(tmp_path / "run")
     assert checkpoint is not None and checkpoint.name == "checkpoint_00000002.pt"
     assert (tmp_path / "run" / "montage_00000002.png").exists()
 
-    # a fixed batch: the method's own structure/cycle term goes down
+    # a fixed batch: the method's own structure/cycle term goes down (LSeSim's contrastive feature term sees new random
+    # augmentations at every step, so it is compared over longer windows)
     batch = next(stream)
-    values = [method.training_step(batch)[term] for _ in range(12)]
-    assert np.mean(values[-3:]) < np.mean(values[:3]) - 1e-3, values
+    steps = 30 if variant == "lsesim" else 12
+    values = [method.training_step(batch)[term] for _ in range(steps)]
+    assert np.mean(values[-steps // 4:]) < np.mean(values[:steps // 4]) - 1e-3, values
 
     # the checkpoint serves `medtrans translate` with the input's geometry
     source = shared_file("spm-templates/canonical/avg152T1.nii")
     out = tmp_path / "t.nii.gz"
-    assert main(["translate", str(source), str(out), "--model", str(checkpoint), "--roi-size", "48", "48", "48",
-                 "--no-progress"]) == 0
+    window = ["--roi-size", "48", "48", "48"] if dims == 3 else []
+    assert main(["translate", str(source), str(out), "--model", str(checkpoint), *window, "--no-progress"]) == 0
     result, original = nib.load(out), nib.load(source)
     assert result.shape == original.shape and np.allclose(result.affine, original.affine)
     assert np.isfinite(result.get_fdata()).all()

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from medtrans.losses import PatchAdversarialLoss
+from medtrans.losses import AdversarialLoss
 from medtrans.networks import (
     MultiResolutionDiscriminator,
     discriminator_features,
@@ -41,7 +41,7 @@ def test_multi_resolution_sees_downsampled_inputs(dims, seeded):
     logits = discriminator_logits(out)
     assert [tuple(t.shape[2:]) for t in logits] == [(6,) * dims, (2,) * dims]
     assert len(discriminator_features(out)) == 2 * 3
-    loss = PatchAdversarialLoss(criterion="bce")(logits, target_is_real=True, for_discriminator=False)
+    loss = AdversarialLoss("bce")(logits, target_is_real=True, for_discriminator=False)
     loss.backward()
     assert all(p.grad is not None for p in disc.parameters())
     with pytest.raises(ValueError, match="too small"):

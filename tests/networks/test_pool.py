@@ -1,6 +1,6 @@
 import torch
 
-from medtrans.engine import ImagePool
+from medtrans.networks import ImagePool
 
 
 def test_pool_fills_then_mixes_history_and_round_trips_state():

@@ -1,0 +1,366 @@
+"""Training batches from memory: domains → validated, preprocessed volumes held in memory → patches cut by a thread.
+
+Every training volume is read with :func:`medtrans.io.read_volume` (the checks of ``translate`` and ``evaluate``) and
+preprocessed with :func:`medtrans.preprocessing.prepare` (the path inference takes) exactly once, by ``num_workers``
+threads, within a memory budget checked before anything is read. Patches are then sliced out of memory by a background
+thread that keeps ``prefetch`` batches ready (in pinned memory when CUDA is available) while the step runs.
+
+Batch ``i`` is a function of ``(seed, rank, i)`` alone: its random generator is seeded with those numbers. So the
+batches do not depend on the number of workers, on the prefetch thread, or on what the training step draws, and a run
+resumed at iteration ``N`` continues with batch ``N`` — exact and instant. Under ``torch.distributed`` each rank holds
+a disjoint shard of the subjects.
+
+Patches with one side of 1 (e.g. ``(128, 128, 1)``) are 2D slices, returned with that axis removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from medtrans import defaults
+from medtrans.data.intensity import foreground_mask
+from medtrans.data.sources import ImageRecord, list_domain, pair_domains
+from medtrans.distributed import rank_and_world
+from medtrans.errors import InputError
+from medtrans.io import is_nifti, read_volume
+from medtrans.preprocessing import Preprocessing, prepare
+
+__all__ = ["SAMPLER_TYPES", "CachedVolume", "PatchConfig", "TrainStream", "patch_spatial_dims"]
+
+SAMPLER_TYPES = defaults.SAMPLER_TYPES
+_BYTES_PER_VOXEL = 8  # float32 data + at most one int32 foreground index
+logger = logging.getLogger("medtrans.data")
+
+
+def patch_spatial_dims(patch_size: Sequence[int]) -> int:
+    """2 for patches with exactly one side of 1 (slices), 3 otherwise.
+
+    Raises:
+        ValueError: for patches with more than one side of 1.
+    """
+    ones = sum(1 for s in patch_size if s == 1)
+    if ones > 1:
+        raise ValueError(f"patch_size {tuple(patch_size)} has more than one side of 1")
+    return 2 if ones == 1 else 3
+
+
+@dataclass
+class PatchConfig:
+    """How patches are drawn.
+
+    Attributes:
+        patch_size: three sides; one side of 1 makes 2D slices (e.g. ``(128, 128, 1)`` axial slices).
+        sampler_type: ``"uniform"`` (patch corners uniform over the volume) or ``"foreground"`` (each patch is
+            centred, as far as the volume allows, on a voxel drawn uniformly from the mask or, without one, from the
+            voxels that differ from the background and lie above ``foreground_threshold``).
+        foreground_threshold: in normalised units ([-1, 1] after percentile and window mappings): keeps the noisy air
+            of unstripped scans, which differs from the background value but maps close to -1, out of the foreground.
+        num_workers: threads reading and preprocessing the volumes, once, before training.
+        prefetch: batches a background thread keeps ready (0: cut each batch when asked).
+        memory_gb: memory the preprocessed volumes may take (GiB); a training set over it is refused before reading.
+    """
+
+    patch_size: Sequence[int] = defaults.PATCH_SIZE[3]
+    sampler_type: str = defaults.SAMPLER_TYPE
+    foreground_threshold: float = -0.9
+    num_workers: int = defaults.NUM_WORKERS
+    prefetch: int = 8
+    memory_gb: float = defaults.MEMORY_GB
+
+    def __post_init__(self) -> None:
+        self.patch_size = tuple(int(s) for s in self.patch_size)
+        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
+            raise ValueError(f"patch_size needs three positive sides, got {self.patch_size}")
+        patch_spatial_dims(self.patch_size)
+        if self.sampler_type not in SAMPLER_TYPES:
+            raise ValueError(f"sampler_type must be one of {SAMPLER_TYPES}, got {self.sampler_type!r}")
+        if self.num_workers < 0 or self.prefetch < 0:
+            raise ValueError(f"num_workers and prefetch must be >= 0, got {self.num_workers}, {self.prefetch}")
+        if not self.memory_gb > 0:
+            raise ValueError(f"memory_gb must be positive, got {self.memory_gb}")
+
+
+@dataclass
+class CachedVolume:
+    """One preprocessed subject in memory.
+
+    Attributes:
+        subject_id: the subject.
+        images: ``{key: (X, Y, Z) float32 tensor}`` on one grid (``"a"``, ``"b"``, or both for paired data).
+        foreground: flat indices of the voxels the foreground sampler draws from.
+        ranges: per key, the raw intensities mapped to -1 and 1 (the fitted source mapping).
+        backgrounds: per key, the raw background value.
+    """
+
+    subject_id: str
+    images: dict[str, torch.Tensor]
+    foreground: np.ndarray
+    ranges: dict[str, tuple[float, float]]
+    backgrounds: dict[str, float]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(next(iter(self.images.values())).shape)
+
+
+def _estimated_bytes(record: ImageRecord, spacing: Sequence[float] | None) -> int:
+    if record.image.is_dir() or not is_nifti(record.image):
+        return 0  # a DICOM series: counted once read
+    try:
+        header = nib.load(str(record.image)).header
+    except Exception as err:  # noqa: BLE001 - any reader failure is the file's problem
+        raise InputError(record.image, f"is not a readable NIfTI image ({err})") from err
+    shape = np.array(header.get_data_shape()[:3], dtype=float)
+    if spacing is not None:
+        shape = np.ceil(shape * np.array(header.get_zooms()[:3], dtype=float) / np.array(spacing, dtype=float))
+    return int(np.prod(shape)) * _BYTES_PER_VOXEL
+
+
+def _load(records: Mapping[str, ImageRecord], preprocessing: Mapping[str, Preprocessing],
+          config: PatchConfig) -> CachedVolume:
+    """Read, validate and preprocess one subject's images (one per key, co-registered when several)."""
+    first = next(iter(records.values()))
+    mask_path = next((r.mask for r in records.values() if r.mask is not None), None)
+    images, ranges, backgrounds, grid_mask, grid = {}, {}, {}, None, None
+    for key, record in records.items():
+        volume = read_volume(record.image)
+        mask = None
+        if mask_path is not None:
+            mask_volume = read_volume(mask_path, allow_constant=True)
+            if mask_volume.data.shape != volume.data.shape or not np.allclose(mask_volume.affine, volume.affine, atol=1e-3):
+                raise InputError(mask_path, f"mask grid {mask_volume.data.shape} differs from the image {record.image}")
+            mask = mask_volume.data > 0
+            if not mask.any():
+                raise InputError(mask_path, "mask is empty")
+        prepared = prepare(volume, preprocessing[key], mask)
+        if grid is not None and prepared.data.shape != grid:
+            raise InputError(record.image, f"grid {prepared.data.shape} differs from its pair {first.image} {grid}")
+        grid = prepared.data.shape
+        if grid_mask is None:
+            grid_mask = prepared.mask
+            if grid_mask is None:
+                grid_mask = foreground_mask(prepared.source)
+                if prepared.data.shape != grid_mask.shape:  # resampled
+                    grid_mask = prepared.to_network_grid(grid_mask.astype(np.float32), label=True) > 0.5
+                grid_mask &= prepared.data > config.foreground_threshold
+        images[key] = prepared.data
+        ranges[key] = prepared.intensity.range
+        backgrounds[key] = prepared.background
+    short = [max(0, p - s) for p, s in zip(config.patch_size, grid)]
+    if any(short):
+        padding = [(d // 2, d - d // 2) for d in short]
+        images = {k: np.pad(v, padding, constant_values=float(v.min())) for k, v in images.items()}
+        grid_mask = np.pad(grid_mask, padding, constant_values=False)
+    foreground = np.flatnonzero(grid_mask)
+    foreground = foreground.astype(np.int32) if grid_mask.size < 2**31 else foreground
+    return CachedVolume(first.subject_id, {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in images.items()},
+                        foreground, ranges, backgrounds)
+
+
+class TrainStream:
+    """Endless training batches ``{"a": (B, 1, *patch), "b": ...}`` cut from volumes held in memory.
+
+    Args:
+        domain_a: domain A source (folder, glob, CSV or single file; see :func:`medtrans.data.list_domain`) or records.
+        domain_b: domain B source or records.
+        patch: :class:`PatchConfig` or its fields.
+        batch_size: patches per domain per batch.
+        preprocessing_a: domain A preprocessing (or its fields).
+        preprocessing_b: domain B preprocessing (or its fields).
+        masks_a: optional masks for domain A (folder/glob matched by subject id).
+        masks_b: optional masks for domain B.
+        paired: pair A and B by subject id (pix2pix): both patches come from the same place.
+        seed: data seed.
+
+    Raises:
+        InputError: naming the file, for a volume that cannot be read or preprocessed, or the option, for a training
+            set over the memory budget.
+    """
+
+    def __init__(
+        self,
+        domain_a: str | Path | Sequence[ImageRecord],
+        domain_b: str | Path | Sequence[ImageRecord],
+        patch: PatchConfig | Mapping[str, Any] | None = None,
+        batch_size: int = 1,
+        preprocessing_a: Preprocessing | Mapping[str, Any] | None = None,
+        preprocessing_b: Preprocessing | Mapping[str, Any] | None = None,
+        masks_a: str | Path | None = None,
+        masks_b: str | Path | None = None,
+        paired: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.config = patch if isinstance(patch, PatchConfig) else PatchConfig(**dict(patch or {}))
+        self.batch_size = batch_size
+        self.preprocessing_a = _preprocessing(preprocessing_a)
+        self.preprocessing_b = _preprocessing(preprocessing_b)
+        self.paired = paired
+        self.seed = seed
+        self.rank, self.world = rank_and_world()
+        records_a = list_domain(domain_a, masks_a) if isinstance(domain_a, (str, Path)) else list(domain_a)
+        records_b = list_domain(domain_b, masks_b) if isinstance(domain_b, (str, Path)) else list(domain_b)
+        pre = {"a": self.preprocessing_a, "b": self.preprocessing_b}
+        if paired:
+            subjects = [{"a": a, "b": b} for a, b in pair_domains(records_a, records_b)]
+            self.domains = {"ab": self._cache("A and B", self._shard(subjects), pre)}
+        else:
+            self.domains = {
+                "a": self._cache("A", self._shard([{"a": r} for r in records_a]), pre),
+                "b": self._cache("B", self._shard([{"b": r} for r in records_b]), pre),
+            }
+        self._next = 0
+        self._worker: _Prefetcher | None = None
+
+    # -- loading --------------------------------------------------------------------------------------------------
+    def _shard(self, subjects: list[dict[str, ImageRecord]]) -> list[dict[str, ImageRecord]]:
+        """This rank's disjoint share of the subjects (a seeded permutation dealt out rank by rank)."""
+        if self.world == 1:
+            return subjects
+        if len(subjects) < self.world:
+            raise InputError("--data-a/--data-b", f"{len(subjects)} subjects cannot be shared by {self.world} processes")
+        order = np.random.default_rng(self.seed).permutation(len(subjects))
+        return [subjects[i] for i in sorted(order[self.rank :: self.world])]
+
+    def _cache(self, name: str, subjects: list[dict[str, ImageRecord]], pre: Mapping[str, Preprocessing]) -> list[CachedVolume]:
+        spacing = next(iter(pre.values())).spacing
+        need = sum(_estimated_bytes(r, spacing) for s in subjects for r in s.values())
+        budget = self.config.memory_gb * 2**30
+        if need > budget:
+            raise InputError(
+                "memory_gb", f"domain {name}: {len(subjects)} volumes need about {need / 2**30:.1f} GiB in memory after "
+                f"preprocessing, over the budget of {self.config.memory_gb:g} GiB; raise it (--memory-gb), train on "
+                "fewer volumes, or resample to a coarser spacing")
+        with ThreadPoolExecutor(max(1, self.config.num_workers)) as pool:
+            volumes = list(pool.map(lambda s: _load(s, {k: pre[k] for k in s}, self.config), subjects))
+        held = sum(t.numel() * 4 + v.foreground.nbytes for v in volumes for t in v.images.values())
+        if held > budget:
+            raise InputError("memory_gb", f"domain {name} takes {held / 2**30:.1f} GiB in memory after preprocessing, "
+                                          f"over the budget of {self.config.memory_gb:g} GiB; raise it (--memory-gb)")
+        logger.info("domain %s: %d volumes in memory (%.2f GiB)", name, len(volumes), held / 2**30)
+        return volumes
+
+    # -- batches --------------------------------------------------------------------------------------------------
+    @property
+    def spatial_dims(self) -> int:
+        return patch_spatial_dims(self.config.patch_size)
+
+    def _cut(self, rng: np.random.Generator, volume: CachedVolume) -> dict[str, torch.Tensor]:
+        patch, shape = self.config.patch_size, volume.shape
+        if self.config.sampler_type == "foreground" and volume.foreground.size:
+            centre = np.unravel_index(int(volume.foreground[rng.integers(volume.foreground.size)]), shape)
+            corner = [min(max(int(c) - p // 2, 0), s - p) for c, p, s in zip(centre, patch, shape)]
+        else:
+            corner = [int(rng.integers(s - p + 1)) for p, s in zip(patch, shape)]
+        region = tuple(slice(c, c + p) for c, p in zip(corner, patch))
+        return {k: t[region] for k, t in volume.images.items()}
+
+    def batch(self, index: int) -> dict[str, torch.Tensor]:
+        """Batch number ``index`` (a pure function of the seed, the rank and ``index``)."""
+        rng = np.random.default_rng((self.seed, self.rank, index))
+        out: dict[str, torch.Tensor] = {}
+        for volumes in self.domains.values():
+            patches = [self._cut(rng, volumes[int(rng.integers(len(volumes)))]) for _ in range(self.batch_size)]
+            for key in patches[0]:
+                stacked = torch.stack([p[key] for p in patches])[:, None]
+                if self.spatial_dims == 2:
+                    stacked = stacked.squeeze(2 + self.config.patch_size.index(1))
+                out[key] = stacked
+        return out
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        if self.config.prefetch == 0:
+            batch = self.batch(self._next)
+        else:
+            if self._worker is None:
+                self._worker = _Prefetcher(self, self._next)
+            batch = self._worker.get()
+        self._next += 1
+        return batch
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return self
+
+    def resume_at(self, iteration: int) -> None:
+        """Continue with the batch a run with the same seed would draw after ``iteration`` batches."""
+        self.close()
+        self._next = iteration
+
+    def close(self) -> None:
+        """Stop the prefetch thread (it restarts on the next batch)."""
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+
+    def target_intensity(self) -> dict[str, Any]:
+        """How translations map back to domain B's units, from the B volumes in memory.
+
+        A percentile mapping gives the mean raw range of the training B volumes (per-dataset statistics) and their
+        median background; a window mapping gives B's own window; z-scoring, which has no fixed range, maps back
+        with the input's own inverse (``"source"``).
+        """
+        spec = self.preprocessing_b.intensity
+        if spec["type"] == "window":
+            return {"type": "window", "low": float(spec["low"]), "high": float(spec["high"]), "background": float(spec["low"])}
+        if spec["type"] != "percentile":
+            return {"type": "source"}
+        volumes = [v for d in self.domains.values() for v in d if "b" in v.ranges]
+        low, high = np.mean([v.ranges["b"] for v in volumes], axis=0)
+        return {"type": "window", "low": float(low), "high": float(high),
+                "background": float(np.median([v.backgrounds["b"] for v in volumes]))}
+
+
+class _Prefetcher:
+    """A daemon thread putting batches ``start, start + 1, ...`` of a stream into a bounded queue."""
+
+    def __init__(self, stream: TrainStream, start: int) -> None:
+        self.stream = stream
+        self.queue: queue.Queue = queue.Queue(maxsize=stream.config.prefetch)
+        self.stopped = threading.Event()
+        self.pin = torch.cuda.is_available()
+        self.thread = threading.Thread(target=self._run, args=(start,), daemon=True, name="medtrans-prefetch")
+        self.thread.start()
+
+    def _run(self, index: int) -> None:
+        while not self.stopped.is_set():
+            try:
+                batch = self.stream.batch(index)
+                if self.pin:
+                    batch = {k: v.pin_memory() for k, v in batch.items()}
+            except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+                batch = err
+            while not self.stopped.is_set():
+                try:
+                    self.queue.put(batch, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(batch, BaseException):
+                return
+            index += 1
+
+    def get(self) -> dict[str, torch.Tensor]:
+        batch = self.queue.get()
+        if isinstance(batch, BaseException):
+            raise batch
+        return batch
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+
+def _preprocessing(value: Preprocessing | Mapping[str, Any] | None) -> Preprocessing:
+    return value if isinstance(value, Preprocessing) else Preprocessing(**dict(value or {}))

@@ -1,0 +1,104 @@
+"""Every default of medtrans that more than one entry point uses, in one place.
+
+The command line (``medtrans train`` / ``translate``), the bundles and the Python API (:class:`TrainStream`,
+:class:`TranslationTrainer`, :class:`InferenceSettings`, the methods) all read their defaults — and the vocabularies of
+their string options — from here, so they cannot drift apart. This module imports nothing, so the command line can
+show them without loading torch. docs/architecture.md lists where each default lives.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ADVERSARIAL_CRITERIA",
+    "BATCH_SIZE",
+    "CHECKPOINT_INTERVAL",
+    "DISCRIMINATOR",
+    "DISCRIMINATOR_LAYERS",
+    "ITERATIONS",
+    "LOG_INTERVAL",
+    "MEMORY_GB",
+    "NORMALIZATIONS",
+    "NUM_WORKERS",
+    "OVERLAP",
+    "PATCH_SIZE",
+    "PRECISION",
+    "PRECISION_TYPES",
+    "RESNET_GENERATOR",
+    "ROI_SIZE",
+    "SAMPLER_TYPE",
+    "SAMPLER_TYPES",
+    "SLICE_BATCH_SIZE",
+    "SW_BATCH_SIZE",
+    "TRACKING_TYPES",
+    "UNET_GENERATOR",
+    "UNIT_GENERATOR",
+    "discriminator_scales",
+    "min_patchgan_input_size",
+]
+
+# -- training data --------------------------------------------------------------------------------------------------
+PATCH_SIZE = {2: (128, 128, 1), 3: (64, 64, 64)}
+"""Training patch per ``spatial_dims``: axial slices in 2D, cubes in 3D."""
+BATCH_SIZE = {2: 4, 3: 1}
+SAMPLER_TYPES = ("uniform", "foreground")
+SAMPLER_TYPE = "foreground"
+NUM_WORKERS = 2
+"""Threads that read and preprocess the training volumes once, before training."""
+MEMORY_GB = 16.0
+"""Memory the preprocessed training volumes may take."""
+
+# -- training loop --------------------------------------------------------------------------------------------------
+ITERATIONS = 20_000
+CHECKPOINT_INTERVAL = 1_000
+"""Iterations between checkpoints (and validations); the last iteration is always saved."""
+LOG_INTERVAL = 50
+TRACKING_TYPES = ("tensorboard", "mlflow", "none")
+PRECISION_TYPES = ("auto", "fp32", "bf16", "fp16")
+PRECISION = "auto"
+"""See :mod:`medtrans.precision`: fp32 (TF32 on CUDA) for small batches, bf16 autocast on CUDA for large ones."""
+
+# -- networks -------------------------------------------------------------------------------------------------------
+# Each method's networks, unless its ``generator`` / ``discriminator`` options name another ``_target_``; given
+# arguments are merged over these. Narrower than the papers' (64 wide, 9 blocks for 256² images), so every method
+# trains in 3D on a GPU's memory and for minutes on a CPU; the reference sizes are a --set away (docs/methods.md).
+UNET_GENERATOR = {"channels": (32, 64, 128, 256), "strides": (2, 2, 2)}
+RESNET_GENERATOR = {"channels": 32, "num_res_blocks": 6}
+UNIT_GENERATOR = {"channels": 32, "num_res_blocks": 4, "num_shared_blocks": 1}
+DISCRIMINATOR = {"channels": 32}
+DISCRIMINATOR_LAYERS = 3
+ADVERSARIAL_CRITERIA = ("least_squares", "bce", "hinge")
+
+
+def min_patchgan_input_size(num_layers: int) -> int:
+    """Smallest side a PatchGAN with ``num_layers`` stride-2 layers accepts (its last normalised layer needs ≥ 2 voxels).
+
+    With kernel 4 and padding 1, each stride-2 layer halves the side and each stride-1 layer removes one voxel, so
+    ``num_layers`` stride-2 layers then one stride-1 normalised layer of side ≥ 2 need ``3 · 2**num_layers``.
+    """
+    return 3 * 2**num_layers
+
+
+def discriminator_scales(spatial_dims: int, num_layers: int = DISCRIMINATOR_LAYERS, max_scales: int = 3) -> int:
+    """Scales of a multi-resolution discriminator that the default patch of ``spatial_dims`` allows (at most 3).
+
+    Each scale halves the input, and the coarsest must still hold :func:`min_patchgan_input_size` voxels a side:
+    3 scales for 128² slices, 2 for 64³ patches.
+    """
+    side = min(s for s in PATCH_SIZE[spatial_dims] if s > 1)
+    scales = 1
+    while scales < max_scales and min_patchgan_input_size(num_layers) * 2**scales <= side:
+        scales += 1
+    return scales
+
+
+# -- evaluation -----------------------------------------------------------------------------------------------------
+NORMALIZATIONS = ("target", "each", "none")
+"""How ``medtrans evaluate`` scales prediction and target before scoring (see :mod:`medtrans.evaluate`)."""
+
+# -- inference ------------------------------------------------------------------------------------------------------
+ROI_SIZE = (96, 96, 96)
+"""Sliding window of 3D models."""
+OVERLAP = 0.25
+SW_BATCH_SIZE = 1
+SLICE_BATCH_SIZE = 16
+"""Slices per forward pass of 2D models."""

@@ -179,6 +179,12 @@ def run_demo(output: str | Path = "demo_output", data: str | Path | None = None,
 def run_demo_command(args: argparse.Namespace) -> int:
     """Body of ``medtrans demo``. OpenMP threads wait passively for work (set before torch loads), so that a busy
     machine slows the demo down gracefully instead of by an order of magnitude."""
+    from medtrans.errors import InputError
+
+    if args.data is not None:
+        data, output = args.data.resolve(), args.output.resolve()
+        if output == data or data in output.parents:
+            raise InputError(args.output, f"--output lies in --data {args.data}; the demo never writes among its data")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     run_demo(args.output, args.data, args.iterations, args.seed, args.device, not args.no_progress, args.threads)
     return 0

@@ -246,6 +246,8 @@ def run_evaluate(args: Any) -> int:
     if args.csv is not None:
         outputs = [args.csv, args.csv.with_name(args.csv.stem + "_summary.csv")]
         for path in outputs:
+            if any(path.resolve() == p.resolve() for p in (args.prediction, args.target, args.mask) if p is not None):
+                raise InputError(path, "--csv would overwrite an input")
             check_writable(path)
     table = evaluate_paths(args.prediction, args.target, args.mask, protocol)
     summary = summarize(table)

@@ -118,9 +118,9 @@ def read_volume(path: str | Path, allow_constant: bool = False) -> Volume:
     except InputError:
         raise
     except nib.filebasedimages.ImageFileError as err:
-        raise InputError(path, f"is not a readable NIfTI/medical image ({err})") from err
-    except (OSError, EOFError, ValueError, RuntimeError, MemoryError) as err:
-        raise InputError(path, f"cannot be read, corrupt or truncated? ({type(err).__name__}: {err})") from err
+        raise InputError(path, f"is not a readable NIfTI/medical image ({_first_line(err)})") from err
+    except Exception as err:  # noqa: BLE001 - zlib, EOF, mmap, SimpleITK...: any reader failure is the file's problem
+        raise InputError(path, f"cannot be read, corrupt or truncated? ({type(err).__name__}: {_first_line(err)})") from err
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -134,11 +134,17 @@ def read_volume(path: str | Path, allow_constant: bool = False) -> Volume:
     return Volume(np.ascontiguousarray(data, dtype=np.float32), np.asarray(affine, dtype=np.float64), path, header)
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:300]
+
+
 def check_writable(path: str | Path) -> Path:
-    """Fail early, before any computation, when ``path`` cannot be written.
+    """Fail early, before any computation, when ``path`` cannot be written: its folder must exist and accept a new
+    file (a probe file is created and removed, which catches read-only and special file systems such as /proc).
 
     Raises:
-        InputError: if the parent folder is missing or not writable, or ``path`` is an existing folder.
+        InputError: if the parent folder is missing, a file, or not writable, or ``path`` is an existing folder.
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
@@ -151,6 +157,12 @@ def check_writable(path: str | Path) -> Path:
         raise InputError(path, f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(path, f"output folder {parent} is not writable")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise InputError(path, f"cannot be written in {parent}: {err.strerror or err}") from None
     return path
 
 

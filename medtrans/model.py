@@ -46,7 +46,11 @@ def build_network(network_def: dict[str, Any], source: str | Path = "<config>") 
     try:
         return ConfigParser({"network": dict(network_def)}).get_parsed_content("network", instantiate=True)
     except Exception as err:  # noqa: BLE001 - report any construction failure against the file
-        raise ModelError(source, f"cannot build network {target} ({err})") from err
+        cause = err
+        while cause.__cause__ is not None:  # MONAI wraps the network's own error
+            cause = cause.__cause__
+        reason = (str(cause).strip().splitlines() or [""])[0]
+        raise ModelError(source, f"cannot build network {target} ({type(cause).__name__}: {reason})") from err
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:

@@ -12,11 +12,12 @@ from ignite.engine import Engine, Events
 
 from medtrans.data.stream import TrainStream
 from medtrans.distributed import is_main_rank
+from medtrans.errors import InputError
 from medtrans.engine.rng import get_rng_state, set_rng_state
 from medtrans.methods.base import TranslationMethod
 from medtrans.model import TranslationModel, atomic_torch_save
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointHandler", "latest_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointHandler", "latest_checkpoint", "read_checkpoint"]
 
 CHECKPOINT_FORMAT = "medtrans.checkpoint/1"
 _NAME = re.compile(r"checkpoint_(\d+)\.pt$")
@@ -26,6 +27,24 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     """The checkpoint with the highest iteration in ``folder`` (``None`` when there is none)."""
     found = [(int(m.group(1)), p) for p in Path(folder).glob("checkpoint_*.pt") if (m := _NAME.search(p.name))]
     return max(found)[1] if found else None
+
+
+def read_checkpoint(path: str | Path, method_name: str) -> dict[str, Any]:
+    """Load a training checkpoint of method ``method_name``.
+
+    Raises:
+        InputError: naming the file, when it is not a readable medtrans checkpoint of that method.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise InputError(path, f"is not a readable medtrans checkpoint ({type(err).__name__}); move it or use "
+                               "another --output") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or state.get("method") != method_name:
+        found = state.get("method") if isinstance(state, dict) else None
+        raise InputError(path, f"is not a checkpoint of {method_name} (it is {found or 'something else'}), so this "
+                               "run cannot resume from it; use another --output")
+    return state
 
 
 class CheckpointHandler:
@@ -93,9 +112,7 @@ class CheckpointHandler:
         path = latest_checkpoint(self.output_dir) if self.resume else None
         if path is None:
             return
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("method") != self.method.name:
-            raise RuntimeError(f"{path}: not a {self.method.name} medtrans checkpoint; use another output_dir")
+        state = read_checkpoint(path, self.method.name)
         self.method.load_training_state(state["training"])
         engine.state.iteration = state["engine"]["iteration"]
         engine.state.epoch = engine.state.iteration // engine.state.epoch_length

@@ -98,9 +98,16 @@ def check_method_options(name: str, options: dict[str, Any]) -> None:
             raise InputError("--set", f"{key} {problem}")
 
 
-def _check_output(folder: Path) -> None:
+def _check_output(folder: Path, inputs: list[str | None]) -> None:
     if folder.exists() and not folder.is_dir():
         raise InputError(folder, "--output must be a folder, but this is a file")
+    for given in (str(i) for i in inputs if i):
+        # a domain folder, or the folder of a glob pattern; a single file or CSV may sit beside the run
+        data = Path(given) if Path(given).is_dir() else Path(given).parent if any(c in given for c in "*?[") else None
+        if data is not None and (folder.resolve() == data.resolve() or data.resolve() in folder.resolve().parents):
+            raise InputError(folder, f"--output lies in the input folder {data}; training never writes among its data")
+        if folder.resolve() == Path(given).resolve():
+            raise InputError(folder, "--output is an input file")
     parent = folder if folder.exists() else folder.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -118,8 +125,12 @@ def run_train(args: argparse.Namespace) -> int:
     from medtrans.methods import build_method
     from medtrans.utils import seed_everything
 
+    from medtrans.engine.checkpoint import latest_checkpoint, read_checkpoint
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    _check_output(args.output)
+    _check_output(args.output, [args.data_a, args.data_b, args.masks_a, args.masks_b])
+    if args.output.is_dir() and (found := latest_checkpoint(args.output)) is not None:
+        read_checkpoint(found, args.method)  # a run of another method there cannot be resumed
     options = parse_assignments(args.set)
     check_method_options(args.method, options)
     patch = list(args.patch_size or defaults.PATCH_SIZE[args.dims])

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for set-up and use: creates/refreshes .venv from the repo's own files, then runs the job.
-#   bash run.sh test [pytest args]   run the test suite
+#   bash run.sh demo [args]          the demo (builds .venv, ~2.1 GB)
+#   bash run.sh test [pytest args]   run the test suite (builds .venv and .venv-label, ~5.8 GB together)
 #   bash run.sh <command> [args]     run any medtrans command, e.g. bash run.sh translate --help
 #   bash run.sh label [args]         MONAI Label from its own venv (.venv-label), e.g. bash run.sh label start_server ...
 # PYTHON selects the interpreter (default python3, >= 3.10). Set MEDTRANS_TORCH_INDEX to a PyTorch wheel index URL
@@ -10,6 +11,13 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 LABEL_VENV=.venv-label
+usage() {
+  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+}
+if [ $# -eq 0 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
+  usage
+  exit 0
+fi
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "medtrans needs Python >= 3.10")'
 # ensure_venv DIR CONSTRAINTS PIP-ARGS...: create DIR and install into it when the repo's install files changed.
 ensure_venv() {
@@ -37,8 +45,8 @@ if [ -n "${MEDTRANS_TORCH_INDEX:-}" ]; then extra=(--extra-index-url "$MEDTRANS_
 # MONAI Label pins numpy 1.x and old DICOM libraries: it gets its own venv, the core one keeps numpy 2.
 ensure_label_venv() { ensure_venv "$LABEL_VENV" constraints-label.txt "${extra[@]}" monailabel -e .; }
 ensure_venv "$VENV" constraints.txt "${extra[@]}" -e ".[test,demo]"
-cmd=${1:-test}
-shift || true
+cmd=$1
+shift
 case "$cmd" in
   test) ensure_label_venv; exec "$VENV/bin/python" -m pytest "$@" ;;
   label) ensure_label_venv; exec "$LABEL_VENV/bin/python" -m monailabel.main "$@" ;;

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from quality import DATA, TASKS, brain_mask, score, split_records, train_and_translate  # noqa: E402
+from train_speed import _sync, bare_step  # noqa: E402
 
 from medtrans import defaults  # noqa: E402
 from medtrans.cli import method_names  # noqa: E402
@@ -53,28 +53,6 @@ SPEED_SHAPES = {"2D 128² ×4": (2, (4, 1, 128, 128)), "2D 256² ×1": (2, (1, 1
                 "3D 48³": (3, (1, 1, 48, 48, 48)), "3D 96³": (3, (1, 1, 96, 96, 96)), "3D 128³": (3, (1, 1, 128, 128, 128))}
 QUALITY_ITERATIONS = {"nec": 2000, "cyclegan": 400, "cut": 400, "unit": 400}
 VOLUME = DATA / "lesjak-ms-mni" / "patient26" / "T1.nii.gz"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _steps(method, shape: tuple[int, ...], device: torch.device, steps: int, warmup: int) -> tuple[float, float]:
-    batch = {k: (torch.rand(shape) * 2 - 1).to(device) for k in "ab"}
-    for _ in range(warmup):
-        method.training_step(batch)
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        method.training_step(batch)
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    memory = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")
-    return statistics.median(times), memory
 
 
 def _method(name: str, dims: int, precision: str, device: torch.device, shape: tuple[int, ...], **options):
@@ -108,7 +86,7 @@ def smoke(args: argparse.Namespace) -> list[dict]:
                 row = {"method": name, "dims": dims, "precision": precision, "shape": "x".join(map(str, shape[2:]))}
                 try:
                     method = _method(name, dims, precision, device, shape)
-                    seconds, memory = _steps(method, shape, device, steps=1 if args.tiny else 2, warmup=1)
+                    seconds, memory = bare_step(method, device, shape, steps=1 if args.tiny else 2, warmup=1)
                     row.update(ok=True, amp=method.amp, s_per_it=seconds, peak_mb=memory)
                 except Exception as err:  # noqa: BLE001 - the suite records every failure and goes on
                     row.update(ok=False, error=f"{type(err).__name__}: {str(err).splitlines()[0][:200]}")
@@ -151,7 +129,7 @@ def speed(args: argparse.Namespace) -> list[dict]:
                 row = {"method": name, "shape": label, "precision": precision}
                 try:
                     method = _method(name, dims, precision, device, shape)
-                    seconds, memory = _steps(method, shape, device, steps=2 if args.tiny else 8, warmup=2)
+                    seconds, memory = bare_step(method, device, shape, steps=2 if args.tiny else 8, warmup=2)
                     row.update(amp=method.amp, s_per_it=seconds, it_per_s=1 / seconds, peak_mb=memory)
                 except Exception as err:  # noqa: BLE001
                     row.update(error=f"{type(err).__name__}: {str(err).splitlines()[0][:200]}")
@@ -164,7 +142,7 @@ def speed(args: argparse.Namespace) -> list[dict]:
 def engine(args: argparse.Namespace) -> list[dict]:
     from ignite.engine import Events
 
-    from medtrans.data import ImageRecord, TrainStream
+    from medtrans.data import TrainStream
     from medtrans.engine import TranslationTrainer
 
     device, rows = torch.device(args.device), []
@@ -183,13 +161,13 @@ def engine(args: argparse.Namespace) -> list[dict]:
                 trainer = TranslationTrainer(method, stream, tmp, iterations=warmup + iterations, device=args.device,
                                              resume=False, tracking="none", progress=False, log_interval=10**6,
                                              checkpoint_interval=10**6)
-                marks = {}
-                trainer.add_event_handler(Events.ITERATION_COMPLETED(once=warmup),
-                                          lambda _: (_sync(device), marks.setdefault("start", time.perf_counter())))
+                marks: dict[str, float] = {}
+                trainer.add_event_handler(Events.ITERATION_COMPLETED(once=warmup), lambda _, marks=marks: (
+                    _sync(device), marks.setdefault("start", time.perf_counter())))
                 trainer.run()
                 _sync(device)
                 engine_rate = iterations / (time.perf_counter() - marks["start"])
-            seconds, _ = _steps(method, (1, 1, side, side, side), device, steps=iterations, warmup=2)
+            seconds, _ = bare_step(method, device, (1, 1, side, side, side), steps=iterations, warmup=2)
             row.update(amp=method.amp, engine_it_per_s=engine_rate, bare_it_per_s=1 / seconds,
                        engine_over_bare=engine_rate * seconds)
         except Exception as err:  # noqa: BLE001

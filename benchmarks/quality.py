@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import os
 import platform
 import subprocess
@@ -165,6 +166,7 @@ def main() -> None:
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--output", type=Path, default=Path("benchmark_output"))
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     overrides = parse_assignments(args.set)
     if args.threads:
         torch.set_num_threads(args.threads)

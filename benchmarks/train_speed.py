@@ -50,9 +50,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bare_step(method, device: torch.device, dims: int, steps: int, warmup: int = 1) -> tuple[float, float]:
-    """Median seconds per training step on one random batch already on ``device``, and peak memory (MB)."""
-    shape = SHAPES[dims]
+def bare_step(method, device: torch.device, shape: tuple[int, ...], steps: int, warmup: int = 1) -> tuple[float, float]:
+    """Median seconds per training step on one random batch of ``shape`` already on ``device``, and peak memory (MB:
+    CUDA allocations, or the process's resident set on CPU)."""
     batch = {"a": (torch.rand(shape) * 2 - 1).to(device), "b": (torch.rand(shape) * 2 - 1).to(device)}
     for _ in range(warmup):
         method.training_step(batch)
@@ -77,7 +77,7 @@ def step_child(cfg: dict) -> dict:
     device = torch.device(cfg["device"])
     method = build_method(cfg["method"], spatial_dims=cfg["dims"], precision=cfg["precision"]).setup(
         device, batch_voxels=int(torch.tensor(SHAPES[cfg["dims"]]).prod()))
-    seconds, memory = bare_step(method, device, cfg["dims"], cfg["steps"])
+    seconds, memory = bare_step(method, device, SHAPES[cfg["dims"]], cfg["steps"])
     return {"s_per_it": seconds, "memory_mb": memory, "amp": method.amp}
 
 
@@ -193,7 +193,7 @@ def run_engine(args: argparse.Namespace) -> None:
             trainer.run()
             _sync(device)
             engine_rate = args.iterations / (time.perf_counter() - marks["start"])
-        seconds, _ = bare_step(method, device, 3, args.iterations, warmup=args.warmup)
+        seconds, _ = bare_step(method, device, SHAPES[3], args.iterations, warmup=args.warmup)
         bare_rate = 1 / seconds
         print(f"| {name} | {method.amp} | {bare_rate:.2f} | {engine_rate:.2f} | {engine_rate / bare_rate:.0%} |", flush=True)
 

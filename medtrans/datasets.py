@@ -7,7 +7,7 @@ T1- and T2-weighted images with the spin-echo signal equation per tissue class, 
 
 with CSF as the rest of the brain envelope. Each synthetic subject gets its own smooth random deformation (a few mm),
 tissue parameters jittered by a few percent, a smooth multiplicative bias field and Rician noise, so subjects differ
-the way scans do. Brains are skull-stripped (background 0), like ../shared/data/lesjak-ms-mni.
+the way scans do. Brains are skull-stripped (background 0), like the lesjak-ms-mni data of the benchmarks.
 """
 
 from __future__ import annotations

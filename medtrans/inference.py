@@ -8,7 +8,6 @@ and affine, float32, in target-domain intensity units.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,17 @@ from monai.inferers import SlidingWindowInferer
 from tqdm.auto import tqdm
 
 from medtrans import defaults
-from medtrans.data.intensity import TARGET_TYPES, AffineIntensity, background_value, foreground_mask, histogram_match, validate_spec
+from medtrans.data.intensity import (
+    TARGET_TYPES,
+    AffineIntensity,
+    background_value,
+    foreground_mask,
+    histogram_match,
+    validate_spec,
+)
 from medtrans.errors import InputError, MedtransError, ModelError
 from medtrans.faithfulness import faithfulness_maps
-from medtrans.io import Volume, check_writable, is_dicom_dir, is_nifti, read_volume, write_volume
+from medtrans.io import Volume, check_writable, is_dicom_dir, is_nifti, read_mask, read_volume, write_volume
 from medtrans.model import TranslationModel, load_model
 from medtrans.precision import PRECISION_TYPES, autocast, resolve_precision
 from medtrans.preprocessing import Prepared, prepare
@@ -278,12 +284,7 @@ class Translator:
         if mask_path is not None and not Path(mask_path).exists():
             raise InputError(mask_path, "--mask does not exist")
         volume = read_volume(input_path)
-        mask = None
-        if mask_path is not None:
-            mask_volume = read_volume(mask_path, allow_constant=True)
-            if mask_volume.data.shape != volume.data.shape or not np.allclose(mask_volume.affine, volume.affine, atol=1e-3):
-                raise InputError(mask_path, f"mask grid differs from the image {volume.path}")
-            mask = mask_volume.data > 0
+        mask = read_mask(mask_path, volume) if mask_path is not None else None
         result = self.translate(volume, mask, maps=bool(map_paths), maps_eps=maps_eps)
         for name, p in map_paths.items():
             write_volume(p, result.maps[name], volume, f"medtrans faithfulness {name} eps={maps_eps}")

@@ -12,7 +12,8 @@ import numpy as np
 
 from medtrans.errors import InputError
 
-__all__ = ["NIFTI_SUFFIXES", "Volume", "atomic_write", "check_writable", "is_dicom_dir", "is_nifti", "read_volume", "write_volume"]
+__all__ = ["NIFTI_SUFFIXES", "Volume", "atomic_write", "check_writable", "is_dicom_dir", "is_nifti", "read_mask", "read_volume",
+           "write_volume"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -132,6 +133,20 @@ def read_volume(path: str | Path, allow_constant: bool = False) -> Volume:
     if not allow_constant and float(data.max()) == float(data.min()):
         raise InputError(path, f"is a constant image (every voxel = {float(data.min())}); nothing to translate")
     return Volume(np.ascontiguousarray(data, dtype=np.float32), np.asarray(affine, dtype=np.float64), path, header)
+
+
+def read_mask(path: str | Path, image: Volume) -> np.ndarray:
+    """Read a foreground mask (voxels > 0) that must lie on ``image``'s grid.
+
+    Raises:
+        InputError: naming the mask, when it cannot be read, lies on another grid, or is empty.
+    """
+    mask = read_volume(path, allow_constant=True)
+    if mask.data.shape != image.data.shape or not np.allclose(mask.affine, image.affine, atol=1e-3):
+        raise InputError(path, f"mask grid {mask.data.shape} differs from the image {image.path} {image.data.shape}")
+    if not (mask.data > 0).any():
+        raise InputError(path, "mask is empty")
+    return mask.data > 0
 
 
 def _first_line(err: BaseException) -> str:

@@ -8,10 +8,10 @@ from torch import nn
 
 from medtrans.cli import main
 from medtrans.data.intensity import fit_intensity
-from medtrans.preprocessing import Canonical, Preprocessing
 from medtrans.inference import InferenceSettings, Translator
 from medtrans.io import Volume, read_volume
 from medtrans.model import TranslationModel, build_network, save_generator
+from medtrans.preprocessing import Canonical, Preprocessing
 from tests.conftest import shared_file
 
 IDENTITY = {"_target_": "monai.networks.blocks.Convolution", "spatial_dims": 3, "in_channels": 1, "out_channels": 1,

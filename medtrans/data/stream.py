@@ -33,7 +33,7 @@ from medtrans.data.intensity import foreground_mask
 from medtrans.data.sources import ImageRecord, list_domain, pair_domains
 from medtrans.distributed import rank_and_world
 from medtrans.errors import InputError
-from medtrans.io import is_nifti, read_volume
+from medtrans.io import is_nifti, read_mask, read_volume
 from medtrans.preprocessing import Preprocessing, prepare
 
 __all__ = ["SAMPLER_TYPES", "CachedVolume", "PatchConfig", "TrainStream", "patch_spatial_dims"]
@@ -135,14 +135,7 @@ def _load(records: Mapping[str, ImageRecord], preprocessing: Mapping[str, Prepro
     images, ranges, backgrounds, grid_mask, grid = {}, {}, {}, None, None
     for key, record in records.items():
         volume = read_volume(record.image)
-        mask = None
-        if mask_path is not None:
-            mask_volume = read_volume(mask_path, allow_constant=True)
-            if mask_volume.data.shape != volume.data.shape or not np.allclose(mask_volume.affine, volume.affine, atol=1e-3):
-                raise InputError(mask_path, f"mask grid {mask_volume.data.shape} differs from the image {record.image}")
-            mask = mask_volume.data > 0
-            if not mask.any():
-                raise InputError(mask_path, "mask is empty")
+        mask = read_mask(mask_path, volume) if mask_path is not None else None
         prepared = prepare(volume, preprocessing[key], mask)
         if grid is not None and prepared.data.shape != grid:
             raise InputError(record.image, f"grid {prepared.data.shape} differs from its pair {first.image} {grid}")

@@ -12,8 +12,8 @@ from ignite.engine import Engine, Events
 
 from medtrans.data.stream import TrainStream
 from medtrans.distributed import is_main_rank
-from medtrans.errors import InputError
 from medtrans.engine.rng import get_rng_state, set_rng_state
+from medtrans.errors import InputError
 from medtrans.methods.base import TranslationMethod
 from medtrans.model import TranslationModel, atomic_torch_save
 

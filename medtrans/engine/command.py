@@ -121,11 +121,10 @@ def run_train(args: argparse.Namespace) -> int:
     """Body of ``medtrans train``."""
     from medtrans.data import TrainStream
     from medtrans.engine import TranslationTrainer
+    from medtrans.engine.checkpoint import latest_checkpoint, read_checkpoint
     from medtrans.errors import ModelError
     from medtrans.methods import build_method
     from medtrans.utils import seed_everything
-
-    from medtrans.engine.checkpoint import latest_checkpoint, read_checkpoint
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     _check_output(args.output, [args.data_a, args.data_b, args.masks_a, args.masks_b])

@@ -229,8 +229,10 @@ class TranslationMethod(nn.Module):
         return self._generator_def
 
     def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
-        """Parameters of each optimiser, by name (``"discriminator"`` gets ``lr_discriminator``)."""
-        raise NotImplementedError
+        """Parameters of each optimiser, by name (``"discriminator"`` gets ``lr_discriminator``); by default the
+        generator's, and every discriminator's together."""
+        return {"generator": self.generator.parameters(),
+                "discriminator": [p for n in self.discriminator_names for p in getattr(self, n).parameters()]}
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One iteration: forward, :meth:`optimize` per optimiser; returns every loss term by name."""

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import nn
 
 from medtrans import defaults
 from medtrans.losses import NGFLoss
@@ -57,9 +56,6 @@ class NEC(TranslationMethod):
         self.ngf = NGFLoss(spatial_dims, eps=eps)
         self.lambda_ngf = lambda_ngf
         self.lambda_gan = lambda_gan
-
-    def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
-        return {"generator": self.net_g.parameters(), "discriminator": self.net_d.parameters()}
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         real_a, real_b = batch["a"], batch["b"]

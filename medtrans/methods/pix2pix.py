@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from medtrans import defaults
 from medtrans.methods.base import TranslationMethod
@@ -48,9 +47,6 @@ class Pix2Pix(TranslationMethod):
         self.build_discriminator("net_d", self.network_def("medtrans.networks.patchgan", defaults.DISCRIMINATOR,
                                                            discriminator, in_channels=2 * c))
         self.lambda_l1 = lambda_l1
-
-    def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
-        return {"generator": self.net_g.parameters(), "discriminator": self.net_d.parameters()}
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         real_a, real_b = batch["a"], batch["b"]

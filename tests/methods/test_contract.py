@@ -1,0 +1,41 @@
+"""The method contract, for every method: a training step returns every configured loss term, structure losses
+included, as plain (detached) floats."""
+
+import math
+
+import pytest
+import torch
+
+from medtrans.methods import build_method, method_names
+from medtrans.utils import seed_everything
+from tests.methods.conftest import METHOD_OF, TINY
+
+TERMS = {
+    "pix2pix": {"g_gan", "g_l1", "d"},
+    "cyclegan": {"g_gan", "cycle", "identity", "d"},
+    "cycle_medgan": {"g_gan", "cycle_perceptual", "cycle_style", "identity", "d"},
+    "cut": {"g_gan", "nce", "nce_identity", "d"},
+    "fastcut": {"g_gan", "nce", "d"},
+    "nec": {"g_gan", "ngf", "d"},
+    "fsesim": {"g_gan", "spatial", "d"},
+    "lsesim": {"features", "g_gan", "spatial", "d"},
+    "unit": {"g_gan", "recon", "cycle", "kl", "kl_cycle", "d"},
+    "unit_gmm": {"g_gan", "recon", "cycle", "kl", "kl_cycle", "d"},
+}
+
+
+def test_every_method_is_covered():
+    assert {METHOD_OF.get(v, v) for v in TERMS} == set(method_names()) and set(TERMS) == set(TINY)
+
+
+@pytest.mark.parametrize("structure", [False, True])
+@pytest.mark.parametrize("variant", sorted(TERMS))
+def test_losses_are_detached_floats_and_every_term_is_logged(variant, structure, tiny):
+    name, kwargs, _ = tiny(variant)
+    seed_everything(0)
+    extra = {"structure_losses": [{"type": "ngf", "weight": 0.5}]} if structure else {}
+    method = build_method(name, spatial_dims=2, **kwargs, **extra).setup("cpu")
+    batch = {"a": torch.rand(2, 1, 32, 32) * 2 - 1, "b": torch.rand(2, 1, 32, 32) * 2 - 1}
+    losses = method.training_step(batch)
+    assert set(losses) == TERMS[variant] | ({"structure"} if structure else set())
+    assert all(type(v) is float and math.isfinite(v) for v in losses.values()), losses

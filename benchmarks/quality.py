@@ -102,13 +102,14 @@ def correlation(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> float:
 
 
 def train_and_translate(method_name: str, dims: int, records: tuple[list, list], test_a: Volume, iterations: int,
-                        seed: int, patch: list[int] | None, workdir: Path, overrides: dict) -> dict:
+                        seed: int, patch: list[int] | None, workdir: Path, overrides: dict,
+                        batch_size: int | None = None) -> dict:
     seed_everything(seed)
     method = build_method(method_name, spatial_dims=dims, **overrides)
     patch = patch or PATCH[dims]
     method.check_patch(patch)
     stream = TrainStream(*records, {"patch_size": patch, "sampler_type": "foreground", "num_workers": 1},
-                         batch_size=BATCH[dims], paired=method.paired, seed=seed)
+                         batch_size=batch_size or BATCH[dims], paired=method.paired, seed=seed)
     trainer = TranslationTrainer(method, stream, workdir, iterations=iterations, device="auto", resume=False,
                                  tracking="none", progress=False, log_interval=max(1, iterations // 10))
     start = time.perf_counter()
@@ -160,6 +161,7 @@ def main() -> None:
     parser.add_argument("--folds", default="default", choices=["default", "all"])
     parser.add_argument("--test", nargs="+", help="test subjects (overrides --folds)")
     parser.add_argument("--patch", type=int, nargs=3, help="training patch (default 48³ in 3D, 128² slices in 2D)")
+    parser.add_argument("--batch-size", type=int, help="patches per domain per step (default 1 in 3D, 4 in 2D)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="method options for every run")
     parser.add_argument("--label", default="default", help="names this configuration in the tables")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -198,7 +200,7 @@ def main() -> None:
                         for seed in args.seeds:
                             with tempfile.TemporaryDirectory() as tmp:
                                 run = train_and_translate(name, dims, records, test_a, args.iterations, seed, args.patch,
-                                                          Path(tmp), overrides)
+                                                          Path(tmp), overrides, args.batch_size)
                             label = f"{name} {dims}D"
                             row = {"task": task, "test": test, "split": split, "method": label, "dims": dims,
                                    "seed": seed, "iterations": args.iterations, "seconds": run["seconds"],

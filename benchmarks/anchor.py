@@ -1,0 +1,115 @@
+"""medtrans on the 2D anchor protocol that the public reference CUT and CycleGAN were measured on, scored by its own
+scorer (../shared/tools/anchor_protocol.py).
+
+    python benchmarks/anchor.py --method cut --iterations 1030 [--reference] [--set KEY=VALUE ...] [--out DIR]
+
+The protocol's ``prepare`` writes 128×128 8-bit PNG axial slices: trainA = T1 of lesjak patient07 + TCGA-DU-7294 (187
+slices), trainB = T2 of lesjak patient19 + TCGA-FG-6692 (206), testA/testB_gt = lesjak patient26 (95), with masks.
+This script stacks each PNG folder into one NIfTI volume (slices along the last axis, 1 mm, no reorientation), trains a
+medtrans method on 128×128 slices, batch 1, uniform slice sampling, intensities 0–255 mapped to [-1, 1] as the
+reference code maps them, translates testA slice by slice, writes the outputs as PNGs under the testA names (network
+range back to 0–255, as the reference's ``tensor2im``), and runs the protocol's ``score`` on them.
+
+``--reference`` uses the reference code's setting: 64-wide generators with 9 residual blocks, 64-wide PatchGANs, a
+constant learning rate of 2e-4 (its decay starts after 200 epochs, far beyond these runs), LSGAN, and its initialisation
+(CUT: Xavier, gain 0.02; CycleGAN: N(0, 0.02)). Differences that remain: 1 input channel (the reference loader makes
+3 from the gray PNGs), no resize-to-286 / random crop to 256 / flips (the reference's augmentation), stride-2
+convolutions without the anti-aliasing blur of the reference CUT generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from PIL import Image
+
+from medtrans.data import ImageRecord, TrainStream
+from medtrans.engine import TranslationTrainer
+from medtrans.engine.command import parse_assignments
+from medtrans.inference import InferenceSettings, Translator
+from medtrans.io import read_volume
+from medtrans.methods import build_method
+from medtrans.utils import seed_everything
+
+TOOL = Path(os.environ.get("MEDTRANS_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+            ).parent / "tools" / "anchor_protocol.py"
+REFERENCE = {
+    "cut": {"generator": {"channels": 64, "num_res_blocks": 9}, "discriminator": {"channels": 64},
+            "init_type": "xavier", "lr_decay_iters": 0},
+    "cyclegan": {"generator": {"channels": 64, "num_res_blocks": 9}, "discriminator": {"channels": 64},
+                 "init_type": "normal", "lr_decay_iters": 0},
+}
+WINDOW = {"intensity": {"type": "window", "low": 0, "high": 255}, "canonical": False}
+
+
+def stack(folder: Path, out: Path) -> list[str]:
+    """The PNGs of ``folder`` (sorted) as one (128, 128, N) NIfTI volume; returns their names in slice order."""
+    names = sorted(p.name for p in folder.glob("*.png"))
+    slices = [np.asarray(Image.open(folder / n).convert("L"), dtype=np.float32) for n in names]
+    nib.save(nib.Nifti1Image(np.stack(slices, axis=-1), np.eye(4)), out)
+    return names
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--method", default="cut")
+    parser.add_argument("--iterations", type=int, default=1030)
+    parser.add_argument("--reference", action="store_true", help="the reference code's networks and schedule")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--label", default=None)
+    parser.add_argument("--out", type=Path, default=Path("anchor_output"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = {**(REFERENCE[args.method] if args.reference else {}), **parse_assignments(args.set)}
+    label = args.label or f"medtrans {args.method}{' (reference setting)' if args.reference else ''}"
+    data = args.out / "protocol"
+    if not (data / "protocol.json").exists():
+        subprocess.run([sys.executable, str(TOOL), "prepare", "--out", str(data)], check=True)
+    volumes = args.out / "volumes"
+    volumes.mkdir(parents=True, exist_ok=True)
+    names = {split: stack(data / split, volumes / f"{split}.nii.gz") for split in ("trainA", "trainB", "testA")}
+
+    seed_everything(args.seed)
+    method = build_method(args.method, spatial_dims=2, **options)
+    stream = TrainStream([ImageRecord("trainA", volumes / "trainA.nii.gz")], [ImageRecord("trainB", volumes / "trainB.nii.gz")],
+                         {"patch_size": [128, 128, 1], "sampler_type": "uniform"}, batch_size=1,
+                         preprocessing_a=WINDOW, preprocessing_b=WINDOW, seed=args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = TranslationTrainer(method, stream, tmp, iterations=args.iterations, resume=False, tracking="none",
+                                     progress=False, log_interval=max(1, args.iterations // 10))
+        start = time.perf_counter()
+        trainer.run()
+        seconds = time.perf_counter() - start
+        result = Translator(trainer.model, InferenceSettings(progress=False)).translate(read_volume(volumes / "testA.nii.gz"))
+    predictions = args.out / f"pred_{args.method}_{args.iterations}{'_ref' if args.reference else ''}"
+    predictions.mkdir(exist_ok=True)
+    pixels = np.clip(np.round((result.output_normalized + 1) / 2 * 255), 0, 255).astype(np.uint8)
+    for i, name in enumerate(names["testA"]):
+        Image.fromarray(pixels[:, :, i]).save(predictions / name)
+    scores = predictions.with_suffix(".json")
+    subprocess.run([sys.executable, str(TOOL), "score", "--data", str(data), "--pred", str(predictions), "--label", label,
+                    "--out", str(scores)], check=True)
+    subprocess.run([sys.executable, str(TOOL), "montage", "--data", str(data), "--pred", str(predictions), "--out",
+                    str(predictions.with_suffix(".png"))], check=True)
+    summary = {"label": label, "iterations": args.iterations, "train_seconds": seconds, "seed": args.seed,
+               "options": args.set, "threads": torch.get_num_threads(), "torch": torch.__version__,
+               "scores": json.loads(scores.read_text())}
+    (predictions.with_suffix(".summary.json")).write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -10,3 +10,34 @@ def test_version_and_help_exit_codes(capsys):
     assert "usage: medtrans" in capsys.readouterr().out
     out = subprocess.run([sys.executable, "-m", "medtrans.cli", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"medtrans {medtrans.__version__}"
+
+
+def test_nifti_work_needs_neither_torchio_nor_simpleitk(tmp_path):
+    """A GPU machine may lack both (SimpleITK's wheel alone is ~52 MB): training and translating NIfTI files must not
+    import them (only resampling and DICOM do)."""
+    from tests.conftest import REPO, spm_template_domains
+
+    a, b = spm_template_domains(tmp_path)
+    script = f"""
+import sys
+sys.modules["torchio"] = None       # importing either now raises ImportError
+sys.modules["SimpleITK"] = None
+from medtrans.cli import main
+assert main(["train", "--method", "nec", "--data-a", "{a}", "--data-b", "{b}", "--output", "{tmp_path / 'run'}",
+             "--patch-size", "48", "48", "48", "--iterations", "2", "--tracking", "none", "--no-progress"]) == 0
+assert main(["translate", "{a / 's1.nii'}", "{tmp_path / 'out.nii.gz'}", "--model", "{tmp_path / 'run' / 'generator.pt'}",
+             "--no-progress"]) == 0
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "out.nii.gz").exists()
+
+
+def test_help_does_not_load_torch_and_shows_defaults():
+    script = ("import sys\nfrom medtrans.cli import build_parser\nparser = build_parser()\n"
+              "assert 'torch' not in sys.modules, 'the command line imported torch'\n"
+              "parser.parse_args(['train', '--help'])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "total iterations (default: 20000)" in done.stdout and "(default: 1000)" in done.stdout
+    assert "default 64 64 64 (3D) or 128 128 1 (2D)" in done.stdout

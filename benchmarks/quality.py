@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import logging
 import os
 import platform
@@ -103,7 +104,9 @@ def correlation(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> float:
 
 def train_and_translate(method_name: str, dims: int, records: tuple[list, list], test_a: Volume, iterations: int,
                         seed: int, patch: list[int] | None, workdir: Path, overrides: dict,
-                        batch_size: int | None = None) -> dict:
+                        batch_size: int | None = None, eval_every: int = 0, on_eval=None) -> dict:
+    """Train, then translate ``test_a`` whole; every ``eval_every`` iterations before the end, also translate it and
+    hand ``(iteration, output)`` to ``on_eval`` (the learning curve)."""
     seed_everything(seed)
     method = build_method(method_name, spatial_dims=dims, **overrides)
     patch = patch or PATCH[dims]
@@ -112,11 +115,21 @@ def train_and_translate(method_name: str, dims: int, records: tuple[list, list],
                          batch_size=batch_size or BATCH[dims], paired=method.paired, seed=seed)
     trainer = TranslationTrainer(method, stream, workdir, iterations=iterations, device="auto", resume=False,
                                  tracking="none", progress=False, log_interval=max(1, iterations // 10))
+    settings = InferenceSettings(roi_size=(96, 96, 96), overlap=0.25, progress=False)
+    if eval_every:
+        from ignite.engine import Events
+
+        def evaluate(engine) -> None:
+            if engine.state.iteration < iterations:
+                method.eval()
+                on_eval(engine.state.iteration, Translator(trainer.model, settings).translate(test_a).output)
+                method.train()
+
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=eval_every), evaluate)
     start = time.perf_counter()
     trainer.run()
     seconds = time.perf_counter() - start
-    result = Translator(trainer.model, InferenceSettings(roi_size=(96, 96, 96), overlap=0.25, progress=False)
-                        ).translate(test_a, maps=True)
+    result = Translator(trainer.model, settings).translate(test_a, maps=True)
     return {"output": result.output, "invented": result.maps["invented"], "seconds": seconds}
 
 
@@ -132,10 +145,18 @@ def score(pred: np.ndarray, test_a: Volume, test_b: Volume, mask: np.ndarray) ->
     return row
 
 
+def record_curve(rows: list, base: dict, test_a: Volume, test_b: Volume, mask: np.ndarray, iteration: int,
+                 output: np.ndarray) -> None:
+    """A learning-curve row: the test subject scored at an intermediate iteration."""
+    rows.append({**base, "iterations": iteration, "seconds": np.nan, **score(output, test_a, test_b, mask)})
+    print(f"  {base['method']} seed {base['seed']} at {iteration}: PSNR {rows[-1]['psnr']:.2f} SSIM "
+          f"{rows[-1]['ssim3d']:.3f} r(source) {rows[-1]['r_source']:.2f}", flush=True)
+
+
 def summarize(table: pd.DataFrame) -> list[str]:
-    keys = ["task", "split", "method", "label"]
+    keys = ["task", "split", "method", "label", "iterations"]
     metrics = ("psnr", "ssim3d", "mae", "nec_psnr", "nec_ssim3d", "checkerboard", "r_source")
-    lines = ["| task | split | method | label | runs | iterations | train min | PSNR dB | SSIM 3D | MAE | NEC PSNR | "
+    lines = ["| task | split | method | label | iterations | runs | train min | PSNR dB | SSIM 3D | MAE | NEC PSNR | "
              "NEC SSIM | checkerboard | r(source) |", "|" + "---|" * 14]
     for group, rows in table.groupby(keys, sort=False, dropna=False):
         cells = []
@@ -145,8 +166,7 @@ def summarize(table: pd.DataFrame) -> list[str]:
             digits = 2 if m in ("psnr", "nec_psnr", "checkerboard") else 3
             cells.append(f"{values.mean():.{digits}f} ± {std:.{digits}f}")
         minutes = rows["seconds"].mean() / 60 if rows["seconds"].notna().any() else float("nan")
-        lines.append(f"| {' | '.join(str(g) for g in group)} | {len(rows)} | {rows['iterations'].mean():.0f} | "
-                     f"{minutes:.1f} | {' | '.join(cells)} |")
+        lines.append(f"| {' | '.join(str(g) for g in group)} | {len(rows)} | {minutes:.1f} | {' | '.join(cells)} |")
     return lines
 
 
@@ -162,6 +182,8 @@ def main() -> None:
     parser.add_argument("--test", nargs="+", help="test subjects (overrides --folds)")
     parser.add_argument("--patch", type=int, nargs=3, help="training patch (default 48³ in 3D, 128² slices in 2D)")
     parser.add_argument("--batch-size", type=int, help="patches per domain per step (default 1 in 3D, 4 in 2D)")
+    parser.add_argument("--eval-every", type=int, default=0,
+                        help="also score the test subject every N iterations (rows with those iterations; wall time not counted)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="method options for every run")
     parser.add_argument("--label", default="default", help="names this configuration in the tables")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -198,12 +220,14 @@ def main() -> None:
                     records = split_records(split, train, subjects, paired)
                     for dims in args.dims:
                         for seed in args.seeds:
+                            label = f"{name} {dims}D"
+                            base = {"task": task, "test": test, "split": split, "method": label, "dims": dims, "seed": seed}
+
+                            on_eval = functools.partial(record_curve, rows, base, test_a, test_b, mask)
                             with tempfile.TemporaryDirectory() as tmp:
                                 run = train_and_translate(name, dims, records, test_a, args.iterations, seed, args.patch,
-                                                          Path(tmp), overrides, args.batch_size)
-                            label = f"{name} {dims}D"
-                            row = {"task": task, "test": test, "split": split, "method": label, "dims": dims,
-                                   "seed": seed, "iterations": args.iterations, "seconds": run["seconds"],
+                                                          Path(tmp), overrides, args.batch_size, args.eval_every, on_eval)
+                            row = {**base, "iterations": args.iterations, "seconds": run["seconds"],
                                    **score(run["output"], test_a, test_b, mask)}
                             rows.append(row)
                             print(f"{task} {test} {split} {label} seed {seed} [{args.label}]: {args.iterations} it in "

@@ -69,8 +69,11 @@ def init_weights(network: nn.Module, init_type: str = "normal", gain: float = 0.
     if init_type == "default":
         return network
     for module in network.modules():
-        weight = getattr(module, "weight", None)
-        if not isinstance(weight, torch.Tensor) or weight is None:
+        if nn.utils.parametrize.is_parametrized(module, "weight"):  # e.g. spectral norm: initialise the raw weight
+            weight = module.parametrizations.weight.original
+        else:
+            weight = getattr(module, "weight", None)
+        if not isinstance(weight, torch.Tensor):
             continue
         name = type(module).__name__
         if "Conv" in name or isinstance(module, nn.Linear):

@@ -25,6 +25,7 @@ def patchgan(
     channels: int = 64,
     num_layers: int = DISCRIMINATOR_LAYERS,
     norm: str | tuple = "instance",
+    spectral_norm: bool = False,
 ) -> PatchDiscriminator:
     """The pix2pix/CycleGAN PatchGAN (70×70 receptive field in 2D for ``num_layers=3``) as a MONAI PatchDiscriminator.
 
@@ -38,12 +39,14 @@ def patchgan(
         channels: width of the first layer (doubled per layer).
         num_layers: normalised layers after the stem.
         norm: MONAI norm name.
+        spectral_norm: spectral normalisation of every convolution (Miyato et al., ICLR 2018): a Lipschitz bound on
+            the discriminator that steadies GAN training.
 
     Returns:
         a :class:`monai.networks.nets.PatchDiscriminator` whose forward returns its intermediate features with the
         logits last.
     """
-    return PatchDiscriminator(
+    network = PatchDiscriminator(
         spatial_dims=spatial_dims,
         channels=channels,
         in_channels=in_channels,
@@ -53,6 +56,11 @@ def patchgan(
         bias=True,
         padding=1,
     )
+    if spectral_norm:
+        for module in list(network.modules()):
+            if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+                nn.utils.parametrizations.spectral_norm(module)
+    return network
 
 
 class MultiResolutionDiscriminator(nn.Module):
@@ -69,6 +77,7 @@ class MultiResolutionDiscriminator(nn.Module):
         channels: width of each discriminator's first layer.
         num_layers: layers of each discriminator.
         norm: MONAI norm name.
+        spectral_norm: spectral normalisation of every convolution (see :func:`patchgan`).
     """
 
     def __init__(
@@ -77,8 +86,9 @@ class MultiResolutionDiscriminator(nn.Module):
         in_channels: int = 1,
         num_scales: int = 3,
         channels: int = 64,
-        num_layers: int = 3,
+        num_layers: int = DISCRIMINATOR_LAYERS,
         norm: str | tuple = "instance",
+        spectral_norm: bool = False,
     ) -> None:
         super().__init__()
         if num_scales < 1:
@@ -86,7 +96,7 @@ class MultiResolutionDiscriminator(nn.Module):
         self.num_scales = num_scales
         self.num_layers = num_layers
         self.discriminators = nn.ModuleList(
-            patchgan(spatial_dims, in_channels, channels, num_layers, norm) for _ in range(num_scales)
+            patchgan(spatial_dims, in_channels, channels, num_layers, norm, spectral_norm) for _ in range(num_scales)
         )
         self.downsample = Pool[Pool.AVG, spatial_dims](kernel_size=3, stride=2, padding=1, count_include_pad=False)
 

@@ -53,3 +53,18 @@ def test_single_and_multi_scale_outputs_share_one_interface():
     assert len(discriminator_logits(single)) == 1
     assert discriminator_logits(single)[0] is single[-1]
     assert discriminator_features(single) == single[:-1]
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_spectral_norm_bounds_every_convolution(dims, seeded):
+    disc = MultiResolutionDiscriminator(dims, num_scales=2, channels=4, num_layers=2, spectral_norm=True)
+    convs = [m for m in disc.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    assert convs and all(torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in convs)
+    x = torch.randn((1, 1) + (32,) * dims)
+    for _ in range(20):  # the power iteration converges while training
+        disc(x)
+    for conv in convs:
+        sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
+        assert sigma == pytest.approx(1.0, abs=0.05)
+    assert [t.shape for t in discriminator_logits(disc(x))] == [t.shape for t in discriminator_logits(
+        MultiResolutionDiscriminator(dims, num_scales=2, channels=4, num_layers=2)(x))]

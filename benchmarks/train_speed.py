@@ -16,7 +16,8 @@ in a git worktree) in the same invocation, so the two are compared side by side.
 
 ``--engine``: :class:`~medtrans.engine.TranslationTrainer` on that split against the same method's bare step on a
 random batch already on the device, both in this process, at 48³ (3D) — the fraction of the step's speed the
-training loop keeps. Iterations after the first ``--warmup`` are timed.
+training loop keeps. Iterations after the first ``--warmup`` are timed; the two alternate ``--repeats`` times and the
+median of the ratios is reported (a shared machine drifts by ±10 % between runs of a minute).
 
 Prints Markdown tables; memory is the peak resident set (VmHWM) on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
 """
@@ -172,30 +173,30 @@ def run_engine(args: argparse.Namespace) -> None:
     records = [[ImageRecord(p.parent.name, p) for p in paths] for paths in (SPLIT_A, SPLIT_B)]
     print(f"# engine vs bare step: 3D 48³ batch 1, real T1→T2 split, device {args.device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; {args.iterations} iterations after {args.warmup} warm-up")
-    print("| method | precision | bare step it/s | engine it/s | engine / bare |")
+    print("| method | precision | bare step it/s | engine it/s | engine / bare (median of repeats) |")
     print("|---|---|---|---|---|")
     for name in args.methods:
-        seed_everything(0)
-        method = build_method(name, spatial_dims=3, precision=args.precision)
-        stream = TrainStream(*records, {"patch_size": [48, 48, 48], "sampler_type": "foreground"}, batch_size=1, seed=0)
-        with tempfile.TemporaryDirectory() as tmp:
-            trainer = TranslationTrainer(method, stream, tmp, iterations=args.warmup + args.iterations, device=args.device,
-                                         resume=False, tracking="none", progress=False, log_interval=10**6,
-                                         checkpoint_interval=10**6)
-            marks = {}
-
-            def mark(engine, marks=marks):
-                if engine.state.iteration == args.warmup:
-                    _sync(device)
-                    marks["start"] = time.perf_counter()
-
-            trainer.add_event_handler(Events.ITERATION_COMPLETED, mark)
-            trainer.run()
-            _sync(device)
-            engine_rate = args.iterations / (time.perf_counter() - marks["start"])
-        seconds, _ = bare_step(method, device, SHAPES[3], args.iterations, warmup=args.warmup)
-        bare_rate = 1 / seconds
-        print(f"| {name} | {method.amp} | {bare_rate:.2f} | {engine_rate:.2f} | {engine_rate / bare_rate:.0%} |", flush=True)
+        rates = []
+        for _ in range(args.repeats):
+            seed_everything(0)
+            method = build_method(name, spatial_dims=3, precision=args.precision)
+            stream = TrainStream(*records, {"patch_size": [48, 48, 48], "sampler_type": "foreground"}, batch_size=1, seed=0)
+            with tempfile.TemporaryDirectory() as tmp:
+                trainer = TranslationTrainer(method, stream, tmp, iterations=args.warmup + args.iterations,
+                                             device=args.device, resume=False, tracking="none", progress=False,
+                                             log_interval=10**6, checkpoint_interval=10**6)
+                marks: dict[str, float] = {}
+                trainer.add_event_handler(Events.ITERATION_COMPLETED(once=args.warmup), lambda _, marks=marks: (
+                    _sync(device), marks.setdefault("start", time.perf_counter())))
+                trainer.run()
+                _sync(device)
+                engine_rate = args.iterations / (time.perf_counter() - marks["start"])
+            seconds, _ = bare_step(method, device, SHAPES[3], args.iterations, warmup=args.warmup)
+            rates.append((engine_rate, 1 / seconds))
+        engine_rate, bare_rate = statistics.median(r[0] for r in rates), statistics.median(r[1] for r in rates)
+        ratio = statistics.median(e / b for e, b in rates)
+        print(f"| {name} | {method.amp} | {bare_rate:.2f} | {engine_rate:.2f} | {ratio:.0%} "
+              f"({', '.join(f'{e / b:.0%}' for e, b in rates)}) |", flush=True)
 
 
 def main() -> None:
@@ -212,6 +213,7 @@ def main() -> None:
     parser.add_argument("--engine", action="store_true")
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="--engine: alternations of engine and bare step")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

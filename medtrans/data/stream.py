@@ -15,9 +15,11 @@ Patches with one side of 1 (e.g. ``(128, 128, 1)``) are 2D slices, returned with
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -67,7 +69,9 @@ class PatchConfig:
         foreground_threshold: in normalised units ([-1, 1] after percentile and window mappings): keeps the noisy air
             of unstripped scans, which differs from the background value but maps close to -1, out of the foreground.
         num_workers: threads reading and preprocessing the volumes, once, before training.
-        prefetch: batches a background thread keeps ready (0: cut each batch when asked).
+        prefetch: batches a background thread keeps ready, in pinned memory (0: cut each batch when asked). Default:
+            8 when CUDA is available (the thread works while the GPU computes), else 0 (on a CPU the thread would
+            compete with torch's threads for the cores, to save the ~0.2 ms a 48³ batch takes to cut).
         memory_gb: memory the preprocessed volumes may take (GiB); a training set over it is refused before reading.
     """
 
@@ -75,7 +79,7 @@ class PatchConfig:
     sampler_type: str = defaults.SAMPLER_TYPE
     foreground_threshold: float = -0.9
     num_workers: int = defaults.NUM_WORKERS
-    prefetch: int = 8
+    prefetch: int | None = None
     memory_gb: float = defaults.MEMORY_GB
 
     def __post_init__(self) -> None:
@@ -85,6 +89,8 @@ class PatchConfig:
         patch_spatial_dims(self.patch_size)
         if self.sampler_type not in SAMPLER_TYPES:
             raise ValueError(f"sampler_type must be one of {SAMPLER_TYPES}, got {self.sampler_type!r}")
+        if self.prefetch is None:
+            self.prefetch = 8 if torch.cuda.is_available() else 0
         if self.num_workers < 0 or self.prefetch < 0:
             raise ValueError(f"num_workers and prefetch must be >= 0, got {self.num_workers}, {self.prefetch}")
         if not self.memory_gb > 0:
@@ -315,6 +321,16 @@ class TrainStream:
                 "background": float(np.median([v.backgrounds["b"] for v in volumes]))}
 
 
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_prefetchers() -> None:
+    """Stop prefetch threads before the interpreter finalises (a daemon thread still inside torch then would abort)."""
+    for prefetcher in list(_LIVE):
+        prefetcher.stop()
+
+
 class _Prefetcher:
     """A daemon thread putting batches ``start, start + 1, ...`` of a stream into a bounded queue."""
 
@@ -325,6 +341,7 @@ class _Prefetcher:
         self.pin = torch.cuda.is_available()
         self.thread = threading.Thread(target=self._run, args=(start,), daemon=True, name="medtrans-prefetch")
         self.thread.start()
+        _LIVE.add(self)
 
     def _run(self, index: int) -> None:
         while not self.stopped.is_set():

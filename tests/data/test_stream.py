@@ -140,3 +140,15 @@ def test_a_bad_volume_in_a_domain_is_named_before_training(templates, tmp_path):
     bad.write_bytes((tmp_path / "full.nii.gz").read_bytes()[:20000])  # truncated
     with pytest.raises(InputError, match="bad.nii.gz"):
         TrainStream([ImageRecord("good", good), ImageRecord("bad", bad)], [templates["t2"]], {"patch_size": (16, 16, 16)})
+
+
+def test_a_process_ending_with_a_live_prefetch_thread_exits_cleanly(templates):
+    import subprocess
+    import sys
+
+    script = (f"from medtrans.data import ImageRecord, TrainStream\n"
+              f"r = ImageRecord('t1', {str(templates['t1'].image)!r})\n"
+              "s = TrainStream([r], [r], {'patch_size': (16, 16, 16)})\n"
+              "next(s)\n")  # no close(): the interpreter must stop the thread itself
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0 and "terminate" not in done.stderr, done.stderr

@@ -18,6 +18,7 @@ Parts, each written to ``OUT_DIR/<part>.csv`` as it finishes (a part that fails 
    benchmarks/quality.py, scored by its scorer, one montage PNG each (``quality_<method>.png``).
 
 ``--tiny`` shrinks every part (CPU check of the script itself). ``timings.csv`` records each part's seconds.
+``--stage DIR`` only copies the data files the suite reads into ``DIR`` (then run with ``MEDTRANS_SHARED_DATA=DIR``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import math
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -206,13 +208,31 @@ def quality(args: argparse.Namespace) -> list[dict]:
 PARTS = {"environment": environment, "smoke": smoke, "speed": speed, "engine": engine, "quality": quality}
 
 
+def stage(folder: Path) -> None:
+    """Copy the files the suite reads (the T1→T2 split) into ``folder``, keeping ``../shared/data``'s layout."""
+    subjects, _ = TASKS["t1-t2"]
+    files = {p for paths in subjects.values() for p in paths if p is not None}
+    for path in sorted(files):
+        target = folder / path.relative_to(DATA)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    print(f"copied {len(files)} files ({sum(p.stat().st_size for p in files) / 2**20:.0f} MB) to {folder}; "
+          f"run with MEDTRANS_SHARED_DATA={folder}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--stage", type=Path, help="only copy the data the suite reads into this folder")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
     parser.add_argument("--tiny", action="store_true", help="shrink every part (checks the script on a CPU)")
     args = parser.parse_args()
+    if args.stage:
+        stage(args.stage)
+        return
+    if args.out is None:
+        parser.error("--out is required")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("gpu_suite: torch sees no CUDA device (use --device cpu --tiny to check the script)")
     torch.backends.cudnn.benchmark = True

@@ -9,7 +9,7 @@ from medtrans.cli import main
 from medtrans.errors import InputError
 from medtrans.evaluate import EvaluationProtocol, evaluate_pair, evaluate_paths, summarize
 from medtrans.io import Volume
-from medtrans.metrics import mae, psnr, ssim
+from medtrans.metrics import checkerboard, mae, nyquist_fraction, psnr, ssim
 
 
 def _volume(data, affine=None, name="v.nii.gz"):
@@ -32,6 +32,22 @@ def test_metrics_hand_computed():
     worse[12:] += 0.5  # errors outside the mask do not count
     assert psnr(worse, target, 1.0, mask) == pytest.approx(psnr(noisy, target, 1.0, mask))
     assert ssim(noisy, target, 1.0) < 0.99
+
+
+def test_checkerboard_measures_energy_at_the_two_voxel_period():
+    rng = np.random.default_rng(0)
+    grid = np.indices((32, 32, 32))
+    smooth = np.sin(grid[0] / 5.0) + np.cos(grid[1] / 7.0) + 0.1 * rng.random((32, 32, 32))
+    grid_pattern = (-1.0) ** grid.sum(axis=0)  # the 2-voxel period of a stride-2 transposed convolution
+    assert checkerboard(smooth, smooth) == pytest.approx(1.0)
+    assert 2 < checkerboard(smooth + 0.05 * grid_pattern, smooth) < checkerboard(smooth + 0.1 * grid_pattern, smooth)
+    assert nyquist_fraction(grid_pattern) == pytest.approx(1.0)
+    mask = np.zeros(smooth.shape, bool)
+    mask[8:24, 8:24, 8:24] = True
+    outside = smooth + np.where(mask, 0.0, grid_pattern)  # a pattern outside the mask does not count
+    assert checkerboard(outside, smooth, mask) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no energy"):
+        checkerboard(smooth, np.ones_like(smooth))
 
 
 def test_data_range_is_fixed_not_taken_from_the_prediction():

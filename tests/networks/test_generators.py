@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from medtrans.methods.base import init_weights
+from medtrans.metrics import checkerboard
 from medtrans.networks import ResnetGenerator, UNetGenerator
 
 
@@ -55,3 +57,24 @@ def test_unet_generator_shape_and_gradients(dims, shape, seeded):
     _all_parameters_receive_gradient(net, x)
     with pytest.raises(ValueError, match="divisible by 4"):
         net(torch.randn((1, 1) + (18,) * dims))
+
+
+@pytest.mark.parametrize("upsample_type", [None, "transpose"])
+def test_trained_unet_prints_no_checkerboard_by_default(upsample_type, lesjak_t1_t2):
+    """A tiny U-Net fitted T1 → T2 on real MRI: with the default upsampling its output has no more energy at the
+    2-voxel period than the T2 itself; with transposed convolutions (the reference layout) it has several times more."""
+    t1, t2 = lesjak_t1_t2
+    torch.manual_seed(0)
+    options = {} if upsample_type is None else {"upsample_type": upsample_type}
+    net = init_weights(UNetGenerator(3, channels=(8, 16, 32), strides=(2, 2), **options))  # methods' default init
+    optimizer = torch.optim.Adam(net.parameters(), 2e-3, betas=(0.5, 0.999))
+    for _ in range(40):
+        optimizer.zero_grad()
+        (net(t1) - t2).abs().mean().backward()
+        optimizer.step()
+    with torch.no_grad():
+        score = checkerboard(net(t1)[0, 0].numpy(), t2[0, 0].numpy())
+    if upsample_type is None:
+        assert score < 1, f"checkerboard {score:.2f} with the default upsampling"
+    else:
+        assert score > 2, f"checkerboard {score:.2f}: the measure misses a transposed convolution's grid"

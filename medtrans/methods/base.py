@@ -58,8 +58,9 @@ def init_weights(network: nn.Module, init_type: str = "normal", gain: float = 0.
     """Initialise convolution and linear weights as the pix2pix/CycleGAN/CUT reference code does.
 
     ``"normal"``: N(0, gain) (the reference default); ``"xavier"``: Xavier-normal with ``gain`` (CUT's default);
-    ``"kaiming"``: Kaiming-normal (fan in); ``"default"``: PyTorch's own initialisation (left untouched). Biases start
-    at 0; affine normalisation weights at N(1, gain).
+    ``"kaiming"``: Kaiming-normal (fan in); ``"default"``: the network's own initialisation, left untouched
+    (PyTorch's layer defaults, or what the network applies itself, e.g. MONAI's PatchDiscriminator: N(0, 0.02)).
+    Otherwise biases start at 0 and affine normalisation weights at N(1, gain).
 
     Raises:
         ValueError: on an unknown ``init_type``.

@@ -30,6 +30,9 @@ class NEC(TranslationMethod):
         eps: ε of the NGF.
         lambda_ngf: λ_NGF.
         lambda_gan: λ_GAN.
+        init_type: weight initialisation; by default each network keeps its own (PyTorch's for MONAI's U-Net, N(0, 0.02)
+            from MONAI's PatchDiscriminator): with the U-Net at N(0, 0.02) too, as in the reference code, NEC 3D did
+            not flip T1 into T2 within 2,000 iterations (docs/benchmarks.md).
         **kwargs: :class:`TranslationMethod` options.
     """
 
@@ -44,9 +47,10 @@ class NEC(TranslationMethod):
         lambda_ngf: float = 1.0,
         lambda_gan: float = 1.0,
         adversarial_criterion: str = "bce",
+        init_type: str = "default",
         **kwargs: Any,
     ) -> None:
-        super().__init__(spatial_dims, adversarial_criterion=adversarial_criterion, **kwargs)
+        super().__init__(spatial_dims, adversarial_criterion=adversarial_criterion, init_type=init_type, **kwargs)
         c = self.in_channels
         self.build_generator(self.network_def("medtrans.networks.UNetGenerator", defaults.UNET_GENERATOR, generator,
                                               in_channels=c, out_channels=c))

@@ -25,6 +25,9 @@ class Pix2Pix(TranslationMethod):
         generator: network config of G (default U-Net).
         discriminator: network config of D (its ``in_channels`` is set to twice the image channels).
         lambda_l1: weight of the L1 term.
+        init_type: weight initialisation; by default each network keeps its own (PyTorch's for MONAI's U-Net, N(0, 0.02)
+            from MONAI's PatchDiscriminator): with the U-Net at N(0, 0.02) too, as in the reference code, NEC 3D did
+            not flip T1 into T2 within 2,000 iterations (docs/benchmarks.md).
         **kwargs: :class:`TranslationMethod` options (lr, precision, structure_losses, ...).
     """
 
@@ -38,9 +41,10 @@ class Pix2Pix(TranslationMethod):
         discriminator: Mapping[str, Any] | None = None,
         lambda_l1: float = 100.0,
         adversarial_criterion: str = "bce",
+        init_type: str = "default",
         **kwargs: Any,
     ) -> None:
-        super().__init__(spatial_dims, adversarial_criterion=adversarial_criterion, **kwargs)
+        super().__init__(spatial_dims, adversarial_criterion=adversarial_criterion, init_type=init_type, **kwargs)
         c = self.in_channels
         self.build_generator(self.network_def("medtrans.networks.UNetGenerator", defaults.UNET_GENERATOR, generator,
                                               in_channels=c, out_channels=c))

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from medtrans.methods.base import init_weights
 from medtrans.metrics import checkerboard
 from medtrans.networks import ResnetGenerator, UNetGenerator
 
@@ -66,7 +65,7 @@ def test_trained_unet_prints_no_checkerboard_by_default(upsample_type, lesjak_t1
     t1, t2 = lesjak_t1_t2
     torch.manual_seed(0)
     options = {} if upsample_type is None else {"upsample_type": upsample_type}
-    net = init_weights(UNetGenerator(3, channels=(8, 16, 32), strides=(2, 2), **options))  # methods' default init
+    net = UNetGenerator(3, channels=(8, 16, 32), strides=(2, 2), **options)  # PyTorch's init, as NEC and pix2pix use
     optimizer = torch.optim.Adam(net.parameters(), 2e-3, betas=(0.5, 0.999))
     for _ in range(40):
         optimizer.zero_grad()

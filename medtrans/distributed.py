@@ -26,7 +26,7 @@ def is_main_rank() -> bool:
 
 def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
     """Average the gradients of ``parameters`` over all ranks (a no-op with one process)."""
-    rank, world = rank_and_world()
+    _, world = rank_and_world()
     if world == 1:
         return
     for p in parameters:

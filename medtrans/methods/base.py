@@ -124,7 +124,7 @@ class TranslationMethod(nn.Module):
         adversarial_criterion: ``"least_squares"`` (LSGAN), ``"bce"`` or ``"hinge"``
             (:class:`~medtrans.losses.AdversarialLoss`).
         init_type: weight initialisation of every network (see :func:`init_weights`; ``"normal"`` = N(0, 0.02) as
-            the reference code).
+            the reference code; the U-Net methods, NEC and pix2pix, default to ``"default"``).
         init_gain: its gain.
         compile_type: ``"none"`` (default), or a ``torch.compile`` mode for every network (``"default"``,
             ``"reduce-overhead"`` — CUDA graphs, for launch-bound steps —, ``"max-autotune"``). The networks are

@@ -7,7 +7,9 @@
 # PYTHON selects the interpreter (default python3, >= 3.10). Set MEDTRANS_TORCH_INDEX to a PyTorch wheel index URL
 # (e.g. https://download.pytorch.org/whl/cu124) to install a CUDA build of the pinned torch version.
 set -euo pipefail
-cd "$(dirname "$0")"
+CALLER_DIR=$PWD  # relative paths in the command's arguments are the caller's
+ROOT=$(cd "$(dirname "$0")" && pwd)
+cd "$ROOT"
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 LABEL_VENV=.venv-label
@@ -49,6 +51,6 @@ cmd=$1
 shift
 case "$cmd" in
   test) ensure_label_venv; exec "$VENV/bin/python" -m pytest "$@" ;;
-  label) ensure_label_venv; exec "$LABEL_VENV/bin/python" -m monailabel.main "$@" ;;
-  *) exec "$VENV/bin/medtrans" "$cmd" "$@" ;;
+  label) ensure_label_venv; cd "$CALLER_DIR"; exec "$ROOT/$LABEL_VENV/bin/python" -m monailabel.main "$@" ;;
+  *) cd "$CALLER_DIR"; exec "$ROOT/$VENV/bin/medtrans" "$cmd" "$@" ;;
 esac

@@ -29,7 +29,8 @@ T1→T2 output that flipped the contrast has r_source < 0 and r_target > 0). Bas
 histogram-matched to the pooled training targets, and the contrast-inverted input histogram-matched the same way.
 
 Writes ``<out>/runs.csv`` (one row per run, appended, so several invocations share one table), ``<out>/results.md``
-(mean ± std over seeds and folds per task, split, method and label) and one montage PNG per run.
+(mean ± std over seeds and folds per task, split, method and label), one montage PNG per run and each run's trained
+translator, ``<out>/models/<run>.pt`` (``medtrans translate --model`` applies it again, with other inference settings).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import functools
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -129,6 +131,7 @@ def train_and_translate(method_name: str, dims: int, records: tuple[list, list],
     start = time.perf_counter()
     trainer.run()
     seconds = time.perf_counter() - start
+    trainer.export(workdir / "model.pt")
     result = Translator(trainer.model, settings).translate(test_a, maps=True)
     return {"output": result.output, "invented": result.maps["invented"], "seconds": seconds}
 
@@ -224,16 +227,18 @@ def main() -> None:
                             base = {"task": task, "test": test, "split": split, "method": label, "dims": dims, "seed": seed}
 
                             on_eval = functools.partial(record_curve, rows, base, test_a, test_b, mask)
+                            stem = f"{task}_{test}_{split}_{name}{dims}d_s{seed}_{args.label}".replace(" ", "_")
                             with tempfile.TemporaryDirectory() as tmp:
                                 run = train_and_translate(name, dims, records, test_a, args.iterations, seed, args.patch,
                                                           Path(tmp), overrides, args.batch_size, args.eval_every, on_eval)
+                                (args.output / "models").mkdir(exist_ok=True)
+                                shutil.copyfile(Path(tmp) / "model.pt", args.output / "models" / f"{stem}.pt")
                             row = {**base, "iterations": args.iterations, "seconds": run["seconds"],
                                    **score(run["output"], test_a, test_b, mask)}
                             rows.append(row)
                             print(f"{task} {test} {split} {label} seed {seed} [{args.label}]: {args.iterations} it in "
                                   f"{run['seconds'] / 60:.1f} min; PSNR {row['psnr']:.2f} SSIM {row['ssim3d']:.3f} "
                                   f"checkerboard {row['checkerboard']:.2f} r(source) {row['r_source']:.2f}", flush=True)
-                            stem = f"{task}_{test}_{split}_{name}{dims}d_s{seed}_{args.label}".replace(" ", "_")
                             with tempfile.TemporaryDirectory() as tmp:
                                 files = [Path(tmp) / f"{k}.nii.gz" for k in ("out", "invented")]
                                 write_volume(files[0], run["output"], test_a)

@@ -247,7 +247,7 @@ def main() -> None:
                                                args.output / f"{stem}.png", scale_type="each")
             frame = pd.DataFrame([{**r, **common} for r in rows])
             frame.to_csv(csv, mode="a", header=not csv.exists(), index=False)
-    table = pd.read_csv(csv, keep_default_na=False, na_values=[""])
+    table = pd.read_csv(csv, keep_default_na=False, na_values=[""], dtype={"commit": str})
     lines = [f"# medtrans quality benchmark — {args.output}", "",
              "Mean ± std over the runs (seeds × test subjects) of each configuration; iterations per run, training "
              "minutes per run on the machine in runs.csv. Scores inside the brain mask, each volume scaled by its "

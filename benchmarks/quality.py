@@ -41,7 +41,6 @@ import functools
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import tempfile
 import time
@@ -106,9 +105,11 @@ def correlation(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> float:
 
 def train_and_translate(method_name: str, dims: int, records: tuple[list, list], test_a: Volume, iterations: int,
                         seed: int, patch: list[int] | None, workdir: Path, overrides: dict,
-                        batch_size: int | None = None, eval_every: int = 0, on_eval=None) -> dict:
+                        batch_size: int | None = None, eval_every: int = 0, on_eval=None,
+                        model_path: Path | None = None) -> dict:
     """Train, then translate ``test_a`` whole; every ``eval_every`` iterations before the end, also translate it and
-    hand ``(iteration, output)`` to ``on_eval`` (the learning curve)."""
+    hand ``(iteration, output)`` to ``on_eval`` (the learning curve). The trained translator is saved to ``model_path``
+    if given."""
     seed_everything(seed)
     method = build_method(method_name, spatial_dims=dims, **overrides)
     patch = patch or PATCH[dims]
@@ -131,7 +132,8 @@ def train_and_translate(method_name: str, dims: int, records: tuple[list, list],
     start = time.perf_counter()
     trainer.run()
     seconds = time.perf_counter() - start
-    trainer.export(workdir / "model.pt")
+    if model_path is not None:
+        trainer.export(model_path)
     result = Translator(trainer.model, settings).translate(test_a, maps=True)
     return {"output": result.output, "invented": result.maps["invented"], "seconds": seconds}
 
@@ -230,9 +232,8 @@ def main() -> None:
                             stem = f"{task}_{test}_{split}_{name}{dims}d_s{seed}_{args.label}".replace(" ", "_")
                             with tempfile.TemporaryDirectory() as tmp:
                                 run = train_and_translate(name, dims, records, test_a, args.iterations, seed, args.patch,
-                                                          Path(tmp), overrides, args.batch_size, args.eval_every, on_eval)
-                                (args.output / "models").mkdir(exist_ok=True)
-                                shutil.copyfile(Path(tmp) / "model.pt", args.output / "models" / f"{stem}.pt")
+                                                          Path(tmp), overrides, args.batch_size, args.eval_every, on_eval,
+                                                          model_path=args.output / "models" / f"{stem}.pt")
                             row = {**base, "iterations": args.iterations, "seconds": run["seconds"],
                                    **score(run["output"], test_a, test_b, mask)}
                             rows.append(row)

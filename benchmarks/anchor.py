@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -41,8 +40,11 @@ from medtrans.io import read_volume
 from medtrans.methods import build_method
 from medtrans.utils import seed_everything
 
-TOOL = Path(os.environ.get("MEDTRANS_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
-            ).parent / "tools" / "anchor_protocol.py"
+sys.path.insert(0, str(Path(__file__).parent))
+
+from quality import DATA, correlation  # noqa: E402
+
+TOOL = DATA.parent / "tools" / "anchor_protocol.py"
 REFERENCE = {
     "cut": {"generator": {"channels": 64, "num_res_blocks": 9}, "discriminator": {"channels": 64},
             "init_type": "xavier", "lr_decay_iters": 0},
@@ -52,12 +54,16 @@ REFERENCE = {
 WINDOW = {"intensity": {"type": "window", "low": 0, "high": 255}, "canonical": False}
 
 
+def pngs(folder: Path) -> np.ndarray:
+    """The PNGs of ``folder``, sorted by name (the protocol's slice order), as one (128, 128, N) array."""
+    return np.stack([np.asarray(Image.open(p).convert("L"), dtype=np.float32) for p in sorted(folder.glob("*.png"))],
+                    axis=-1)
+
+
 def stack(folder: Path, out: Path) -> list[str]:
-    """The PNGs of ``folder`` (sorted) as one (128, 128, N) NIfTI volume; returns their names in slice order."""
-    names = sorted(p.name for p in folder.glob("*.png"))
-    slices = [np.asarray(Image.open(folder / n).convert("L"), dtype=np.float32) for n in names]
-    nib.save(nib.Nifti1Image(np.stack(slices, axis=-1), np.eye(4)), out)
-    return names
+    """The PNGs of ``folder`` as one (128, 128, N) NIfTI volume; returns their names in slice order."""
+    nib.save(nib.Nifti1Image(pngs(folder), np.eye(4)), out)
+    return sorted(p.name for p in folder.glob("*.png"))
 
 
 def main() -> None:
@@ -99,6 +105,10 @@ def main() -> None:
     pixels = np.clip(np.round((result.output_normalized + 1) / 2 * 255), 0, 255).astype(np.uint8)
     for i, name in enumerate(names["testA"]):
         Image.fromarray(pixels[:, :, i]).save(predictions / name)
+    # r(source): the translation's correlation with the test T1 inside the mask; negative once the contrast is flipped
+    source, target = (pngs(data / split) for split in ("testA", "testB_gt"))
+    mask = pngs(data / "masks" / "testA") > 127
+    r_source = {"model": correlation(pixels.astype(np.float32), source, mask), "target": correlation(target, source, mask)}
     scores = predictions.with_suffix(".json")
     subprocess.run([sys.executable, str(TOOL), "score", "--data", str(data), "--pred", str(predictions), "--label", label,
                     "--out", str(scores)], check=True)
@@ -106,7 +116,7 @@ def main() -> None:
                     str(predictions.with_suffix(".png"))], check=True)
     summary = {"label": label, "iterations": args.iterations, "train_seconds": seconds, "seed": args.seed,
                "options": args.set, "threads": torch.get_num_threads(), "torch": torch.__version__,
-               "scores": json.loads(scores.read_text())}
+               "r_source": r_source, "scores": json.loads(scores.read_text())}
     (predictions.with_suffix(".summary.json")).write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
 

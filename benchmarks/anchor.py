@@ -1,14 +1,17 @@
 """medtrans on the 2D anchor protocol that the public reference CUT and CycleGAN were measured on, scored by its own
 scorer (../shared/tools/anchor_protocol.py).
 
-    python benchmarks/anchor.py --method cut --iterations 1030 [--reference] [--set KEY=VALUE ...] [--out DIR]
+    python benchmarks/anchor.py --method cut --iterations 1030 [--reference] [--score-at N ...] [--set KEY=VALUE ...]
+        [--out DIR]
 
 The protocol's ``prepare`` writes 128×128 8-bit PNG axial slices: trainA = T1 of lesjak patient07 + TCGA-DU-7294 (187
 slices), trainB = T2 of lesjak patient19 + TCGA-FG-6692 (206), testA/testB_gt = lesjak patient26 (95), with masks.
 This script stacks each PNG folder into one NIfTI volume (slices along the last axis, 1 mm, no reorientation), trains a
 medtrans method on 128×128 slices, batch 1, uniform slice sampling, intensities 0–255 mapped to [-1, 1] as the
 reference code maps them, translates testA slice by slice, writes the outputs as PNGs under the testA names (network
-range back to 0–255, as the reference's ``tensor2im``), and runs the protocol's ``score`` on them.
+range back to 0–255, as the reference's ``tensor2im``), and runs the protocol's ``score`` on them. ``--score-at`` also
+scores the model at earlier iterations of the same run (one run gives the learning curve; the reported training time
+leaves the scoring out).
 
 ``--reference`` uses the reference code's setting: 64-wide generators with 9 residual blocks, 64-wide PatchGANs, a
 constant learning rate of 2e-4 (its decay starts after 200 epochs, far beyond these runs), LSGAN, and its initialisation
@@ -30,6 +33,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from ignite.engine import Engine, Events
 from PIL import Image
 
 from medtrans.data import ImageRecord, TrainStream
@@ -73,6 +77,8 @@ def main() -> None:
     parser.add_argument("--reference", action="store_true", help="the reference code's networks and schedule")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--score-at", type=int, nargs="*", default=[], metavar="N",
+                        help="also score the model after these iterations of the run")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--label", default=None)
     parser.add_argument("--out", type=Path, default=Path("anchor_output"))
@@ -93,32 +99,48 @@ def main() -> None:
     stream = TrainStream([ImageRecord("trainA", volumes / "trainA.nii.gz")], [ImageRecord("trainB", volumes / "trainB.nii.gz")],
                          {"patch_size": [128, 128, 1], "sampler_type": "uniform"}, batch_size=1,
                          preprocessing_a=WINDOW, preprocessing_b=WINDOW, seed=args.seed)
+    source, target = (pngs(data / split) for split in ("testA", "testB_gt"))
+    mask = pngs(data / "masks" / "testA") > 127
+
+    def score(trainer: TranslationTrainer, iterations: int, seconds: float) -> None:
+        trainer.method.eval()
+        result = Translator(trainer.model, InferenceSettings(progress=False)).translate(read_volume(volumes / "testA.nii.gz"))
+        trainer.method.train()
+        predictions = args.out / f"pred_{args.method}_{iterations}{'_ref' if args.reference else ''}"
+        predictions.mkdir(exist_ok=True)
+        pixels = np.clip(np.round((result.output_normalized + 1) / 2 * 255), 0, 255).astype(np.uint8)
+        for i, name in enumerate(names["testA"]):
+            Image.fromarray(pixels[:, :, i]).save(predictions / name)
+        # r(source): the translation's correlation with the test T1 inside the mask; negative once the contrast is flipped
+        r_source = {"model": correlation(pixels.astype(np.float32), source, mask), "target": correlation(target, source, mask)}
+        scores = predictions.with_suffix(".json")
+        subprocess.run([sys.executable, str(TOOL), "score", "--data", str(data), "--pred", str(predictions), "--label",
+                        label, "--out", str(scores)], check=True)
+        subprocess.run([sys.executable, str(TOOL), "montage", "--data", str(data), "--pred", str(predictions), "--out",
+                        str(predictions.with_suffix(".png"))], check=True)
+        summary = {"label": label, "iterations": iterations, "train_seconds": seconds, "seed": args.seed,
+                   "options": args.set, "threads": torch.get_num_threads(), "torch": torch.__version__,
+                   "r_source": r_source, "scores": json.loads(scores.read_text())}
+        (predictions.with_suffix(".summary.json")).write_text(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2), flush=True)
+
+    clock = {"start": 0.0, "scoring": 0.0}
+
+    def score_now(engine: Engine) -> None:
+        begin = time.perf_counter()
+        score(trainer, engine.state.iteration, begin - clock["start"] - clock["scoring"])
+        clock["scoring"] += time.perf_counter() - begin
+
     with tempfile.TemporaryDirectory() as tmp:
         trainer = TranslationTrainer(method, stream, tmp, iterations=args.iterations, resume=False, tracking="none",
                                      progress=False, log_interval=max(1, args.iterations // 10))
-        start = time.perf_counter()
+        for n in sorted(set(args.score_at) - {args.iterations}):
+            if not 0 < n < args.iterations:
+                parser.error(f"--score-at {n}: must lie between 0 and --iterations {args.iterations}")
+            trainer.add_event_handler(Events.ITERATION_COMPLETED(once=n), score_now)
+        clock["start"] = time.perf_counter()
         trainer.run()
-        seconds = time.perf_counter() - start
-        result = Translator(trainer.model, InferenceSettings(progress=False)).translate(read_volume(volumes / "testA.nii.gz"))
-    predictions = args.out / f"pred_{args.method}_{args.iterations}{'_ref' if args.reference else ''}"
-    predictions.mkdir(exist_ok=True)
-    pixels = np.clip(np.round((result.output_normalized + 1) / 2 * 255), 0, 255).astype(np.uint8)
-    for i, name in enumerate(names["testA"]):
-        Image.fromarray(pixels[:, :, i]).save(predictions / name)
-    # r(source): the translation's correlation with the test T1 inside the mask; negative once the contrast is flipped
-    source, target = (pngs(data / split) for split in ("testA", "testB_gt"))
-    mask = pngs(data / "masks" / "testA") > 127
-    r_source = {"model": correlation(pixels.astype(np.float32), source, mask), "target": correlation(target, source, mask)}
-    scores = predictions.with_suffix(".json")
-    subprocess.run([sys.executable, str(TOOL), "score", "--data", str(data), "--pred", str(predictions), "--label", label,
-                    "--out", str(scores)], check=True)
-    subprocess.run([sys.executable, str(TOOL), "montage", "--data", str(data), "--pred", str(predictions), "--out",
-                    str(predictions.with_suffix(".png"))], check=True)
-    summary = {"label": label, "iterations": args.iterations, "train_seconds": seconds, "seed": args.seed,
-               "options": args.set, "threads": torch.get_num_threads(), "torch": torch.__version__,
-               "r_source": r_source, "scores": json.loads(scores.read_text())}
-    (predictions.with_suffix(".summary.json")).write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
+        score(trainer, args.iterations, time.perf_counter() - clock["start"] - clock["scoring"])
 
 
 if __name__ == "__main__":

@@ -58,16 +58,17 @@ REFERENCE = {
 WINDOW = {"intensity": {"type": "window", "low": 0, "high": 255}, "canonical": False}
 
 
-def pngs(folder: Path) -> np.ndarray:
-    """The PNGs of ``folder``, sorted by name (the protocol's slice order), as one (128, 128, N) array."""
-    return np.stack([np.asarray(Image.open(p).convert("L"), dtype=np.float32) for p in sorted(folder.glob("*.png"))],
-                    axis=-1)
+def pngs(folder: Path) -> tuple[np.ndarray, list[str]]:
+    """The PNGs of ``folder``, sorted by name (the protocol's slice order), as one (128, 128, N) array, and their names."""
+    paths = sorted(folder.glob("*.png"))
+    return np.stack([np.asarray(Image.open(p).convert("L"), dtype=np.float32) for p in paths], axis=-1), [p.name for p in paths]
 
 
 def stack(folder: Path, out: Path) -> list[str]:
     """The PNGs of ``folder`` as one (128, 128, N) NIfTI volume; returns their names in slice order."""
-    nib.save(nib.Nifti1Image(pngs(folder), np.eye(4)), out)
-    return sorted(p.name for p in folder.glob("*.png"))
+    pixels, names = pngs(folder)
+    nib.save(nib.Nifti1Image(pixels, np.eye(4)), out)
+    return names
 
 
 def main() -> None:
@@ -99,8 +100,8 @@ def main() -> None:
     stream = TrainStream([ImageRecord("trainA", volumes / "trainA.nii.gz")], [ImageRecord("trainB", volumes / "trainB.nii.gz")],
                          {"patch_size": [128, 128, 1], "sampler_type": "uniform"}, batch_size=1,
                          preprocessing_a=WINDOW, preprocessing_b=WINDOW, seed=args.seed)
-    source, target = (pngs(data / split) for split in ("testA", "testB_gt"))
-    mask = pngs(data / "masks" / "testA") > 127
+    (source, _), (target, _), (mask, _) = (pngs(data / folder) for folder in ("testA", "testB_gt", "masks/testA"))
+    mask = mask > 127
 
     def score(trainer: TranslationTrainer, iterations: int, seconds: float) -> None:
         trainer.method.eval()

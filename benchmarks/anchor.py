@@ -10,8 +10,9 @@ This script stacks each PNG folder into one NIfTI volume (slices along the last 
 medtrans method on 128×128 slices, batch 1, uniform slice sampling, intensities 0–255 mapped to [-1, 1] as the
 reference code maps them, translates testA slice by slice, writes the outputs as PNGs under the testA names (network
 range back to 0–255, as the reference's ``tensor2im``), and runs the protocol's ``score`` on them. ``--score-at`` also
-scores the model at earlier iterations of the same run (one run gives the learning curve; the reported training time
-leaves the scoring out).
+scores the model at earlier iterations of the same run: one run gives the learning curve, the reported training time
+leaves the scoring out, and the learning rate follows the whole run's schedule (by default constant for its first half,
+so a point scored there is not the model a shorter run ends with, whose rate has decayed).
 
 ``--reference`` uses the reference code's setting: 64-wide generators with 9 residual blocks, 64-wide PatchGANs, a
 constant learning rate of 2e-4 (its decay starts after 200 epochs, far beyond these runs), LSGAN, and its initialisation

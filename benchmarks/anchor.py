@@ -85,6 +85,9 @@ def main() -> None:
     parser.add_argument("--label", default=None)
     parser.add_argument("--out", type=Path, default=Path("anchor_output"))
     args = parser.parse_args()
+    for n in set(args.score_at) - {args.iterations}:
+        if not 0 < n < args.iterations:
+            parser.error(f"--score-at {n}: must lie between 0 and --iterations {args.iterations}")
     if args.threads:
         torch.set_num_threads(args.threads)
     options = {**(REFERENCE[args.method] if args.reference else {}), **parse_assignments(args.set)}
@@ -137,8 +140,6 @@ def main() -> None:
         trainer = TranslationTrainer(method, stream, tmp, iterations=args.iterations, resume=False, tracking="none",
                                      progress=False, log_interval=max(1, args.iterations // 10))
         for n in sorted(set(args.score_at) - {args.iterations}):
-            if not 0 < n < args.iterations:
-                parser.error(f"--score-at {n}: must lie between 0 and --iterations {args.iterations}")
             trainer.add_event_handler(Events.ITERATION_COMPLETED(once=n), score_now)
         clock["start"] = time.perf_counter()
         trainer.run()

@@ -34,7 +34,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Events
 from PIL import Image
 
 from medtrans.data import ImageRecord, TrainStream
@@ -85,7 +85,8 @@ def main() -> None:
     parser.add_argument("--label", default=None)
     parser.add_argument("--out", type=Path, default=Path("anchor_output"))
     args = parser.parse_args()
-    for n in set(args.score_at) - {args.iterations}:
+    points = sorted(set(args.score_at) - {args.iterations})
+    for n in points:
         if not 0 < n < args.iterations:
             parser.error(f"--score-at {n}: must lie between 0 and --iterations {args.iterations}")
     if args.threads:
@@ -107,7 +108,12 @@ def main() -> None:
     (source, _), (target, _), (mask, _) = (pngs(data / folder) for folder in ("testA", "testB_gt", "masks/testA"))
     mask = mask > 127
 
-    def score(trainer: TranslationTrainer, iterations: int, seconds: float) -> None:
+    clock = {"start": 0.0, "scoring": 0.0}  # training time leaves the scoring out
+
+    def score(trainer: TranslationTrainer) -> None:
+        """Translate testA with the model as it is now, write its PNGs, score them and write the summary."""
+        begin, iterations = time.perf_counter(), trainer.state.iteration
+        seconds = begin - clock["start"] - clock["scoring"]
         trainer.method.eval()
         result = Translator(trainer.model, InferenceSettings(progress=False)).translate(read_volume(volumes / "testA.nii.gz"))
         trainer.method.train()
@@ -128,22 +134,16 @@ def main() -> None:
                    "r_source": r_source, "scores": json.loads(scores.read_text())}
         (predictions.with_suffix(".summary.json")).write_text(json.dumps(summary, indent=2))
         print(json.dumps(summary, indent=2), flush=True)
-
-    clock = {"start": 0.0, "scoring": 0.0}
-
-    def score_now(engine: Engine) -> None:
-        begin = time.perf_counter()
-        score(trainer, engine.state.iteration, begin - clock["start"] - clock["scoring"])
         clock["scoring"] += time.perf_counter() - begin
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = TranslationTrainer(method, stream, tmp, iterations=args.iterations, resume=False, tracking="none",
                                      progress=False, log_interval=max(1, args.iterations // 10))
-        for n in sorted(set(args.score_at) - {args.iterations}):
-            trainer.add_event_handler(Events.ITERATION_COMPLETED(once=n), score_now)
+        for n in points:
+            trainer.add_event_handler(Events.ITERATION_COMPLETED(once=n), score)
         clock["start"] = time.perf_counter()
         trainer.run()
-        score(trainer, args.iterations, time.perf_counter() - clock["start"] - clock["scoring"])
+        score(trainer)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from medtrans.distributed import average_gradients, broadcast_from_main
 from medtrans.losses import AdversarialLoss, NGFLoss
 from medtrans.model import build_network
 from medtrans.networks import discriminator_logits
+from medtrans.networks.layers import reinit_subpixel
 from medtrans.precision import PRECISION_TYPES, autocast, resolve_precision
 
 __all__ = ["DivergenceError", "TranslationMethod", "build_method", "init_weights", "method_class", "method_names",
@@ -60,7 +61,8 @@ def init_weights(network: nn.Module, init_type: str = "normal", gain: float = 0.
     ``"normal"``: N(0, gain) (the reference default); ``"xavier"``: Xavier-normal with ``gain`` (CUT's default);
     ``"kaiming"``: Kaiming-normal (fan in); ``"default"``: the network's own initialisation, left untouched
     (PyTorch's layer defaults, or what the network applies itself, e.g. MONAI's PatchDiscriminator: N(0, 0.02)).
-    Otherwise biases start at 0 and affine normalisation weights at N(1, gain).
+    Otherwise biases start at 0 and affine normalisation weights at N(1, gain), and sub-pixel convolutions draw their
+    kernel the same way but keep it ICNR-tied (see :func:`medtrans.networks.layers.subpixel_upsample`).
 
     Raises:
         ValueError: on an unknown ``init_type``.
@@ -69,6 +71,11 @@ def init_weights(network: nn.Module, init_type: str = "normal", gain: float = 0.
         raise ValueError(f"init_type must be one of {INIT_TYPES}, got {init_type!r}")
     if init_type == "default":
         return network
+    draw = {
+        "normal": lambda w: nn.init.normal_(w, 0.0, gain),
+        "xavier": lambda w: nn.init.xavier_normal_(w, gain=gain),
+        "kaiming": lambda w: nn.init.kaiming_normal_(w, a=0, mode="fan_in"),
+    }[init_type]
     for module in network.modules():
         if nn.utils.parametrize.is_parametrized(module, "weight"):  # e.g. spectral norm: initialise the raw weight
             weight = module.parametrizations.weight.original
@@ -78,18 +85,14 @@ def init_weights(network: nn.Module, init_type: str = "normal", gain: float = 0.
             continue
         name = type(module).__name__
         if "Conv" in name or isinstance(module, nn.Linear):
-            if init_type == "normal":
-                nn.init.normal_(weight, 0.0, gain)
-            elif init_type == "xavier":
-                nn.init.xavier_normal_(weight, gain=gain)
-            else:
-                nn.init.kaiming_normal_(weight, a=0, mode="fan_in")
+            draw(weight)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
         elif "Norm" in name and weight.dim() == 1:
             nn.init.normal_(weight, 1.0, gain)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
+    reinit_subpixel(network, draw)  # sub-pixel convolutions keep their ICNR tie, drawn the same way
     return network
 
 

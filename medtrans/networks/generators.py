@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
-from monai.networks.blocks import Convolution, ResidualUnit
+from monai.networks.blocks import ADN, Convolution, ResidualUnit
 from monai.networks.nets import UNet
 from torch import nn
 
-from medtrans.networks.layers import UPSAMPLE_TYPES, ConvBlock, ResidualBlock, UpsampleBlock
+from medtrans.networks.layers import UPSAMPLE_TYPES, ConvBlock, ResidualBlock, UpsampleBlock, subpixel_upsample
 
 __all__ = ["ResnetGenerator", "UNetGenerator"]
 
@@ -35,7 +36,8 @@ class ResnetGenerator(nn.Module):
         num_downsamplings: stride-2 stages (2 in the reference code).
         norm: normalisation name (``"instance"``, ``"batch"``) or ``None``.
         pad_type: ``"reflect"``, ``"replicate"`` or ``"zeros"``.
-        upsample_type: ``"transpose"`` (reference) or ``"resize"`` (nearest resize + conv, no checkerboard).
+        upsample_type: ``"transpose"`` (reference), ``"resize"`` (nearest resize + conv, no checkerboard) or
+            ``"pixelshuffle"`` (ICNR-initialised sub-pixel convolution).
         dropout: dropout inside residual blocks.
 
     Raises:
@@ -125,16 +127,28 @@ class ResnetGenerator(nn.Module):
         return x
 
 
-class _ResizeConvUNet(UNet):
-    """MONAI's U-Net whose decoder upsamples by nearest-neighbour resizing followed by a stride-1 convolution."""
+class _UpsamplingUNet(UNet):
+    """MONAI's U-Net whose decoder doubles the size by nearest-neighbour resizing and a stride-1 convolution
+    (``"resize"``) or by an ICNR-initialised sub-pixel convolution (``"pixelshuffle"``) instead of a transposed
+    convolution."""
+
+    def __init__(self, upsample_type: str, **kwargs) -> None:
+        self.upsample_type = upsample_type  # read by _get_up_layer, which UNet.__init__ calls
+        super().__init__(**kwargs)
 
     def _get_up_layer(self, in_channels: int, out_channels: int, strides: int, is_top: bool) -> nn.Module:
-        conv = Convolution(
-            self.dimensions, in_channels, out_channels, strides=1, kernel_size=self.up_kernel_size, act=self.act,
-            norm=self.norm, dropout=self.dropout, bias=self.bias, conv_only=is_top and self.num_res_units == 0,
-            adn_ordering=self.adn_ordering,
-        )
-        layers: list[nn.Module] = [nn.Upsample(scale_factor=strides, mode="nearest"), conv]
+        conv_only = is_top and self.num_res_units == 0
+        layers: list[nn.Module]
+        if self.upsample_type == "pixelshuffle":
+            layers = [subpixel_upsample(self.dimensions, in_channels, out_channels, strides)]
+            if not conv_only:
+                layers.append(ADN(ordering=self.adn_ordering, in_channels=out_channels, act=self.act, norm=self.norm,
+                                  norm_dim=self.dimensions, dropout=self.dropout, dropout_dim=1))
+        else:
+            layers = [nn.Upsample(scale_factor=strides, mode="nearest"), Convolution(
+                self.dimensions, in_channels, out_channels, strides=1, kernel_size=self.up_kernel_size, act=self.act,
+                norm=self.norm, dropout=self.dropout, bias=self.bias, conv_only=conv_only, adn_ordering=self.adn_ordering,
+            )]
         if self.num_res_units > 0:
             layers.append(ResidualUnit(
                 self.dimensions, out_channels, out_channels, strides=1, kernel_size=self.kernel_size, subunits=1,
@@ -149,7 +163,9 @@ class UNetGenerator(nn.Module):
 
     The decoder upsamples by resize-convolution by default: a transposed convolution of stride 2 and kernel 3 covers
     the output unevenly and prints a 2-voxel checkerboard into translations (Odena et al., Distill 2016), which
-    ``upsample_type="transpose"`` (MONAI's and the pix2pix reference's layout) keeps.
+    ``upsample_type="transpose"`` (MONAI's and the pix2pix reference's layout) keeps. ``"pixelshuffle"`` (sub-pixel
+    convolution with ICNR initialisation, see :func:`medtrans.networks.layers.subpixel_upsample`) starts as a
+    resize-convolution and can learn sub-voxel detail as a transposed convolution does.
 
     Args:
         spatial_dims: 2 or 3.
@@ -161,7 +177,7 @@ class UNetGenerator(nn.Module):
         norm: normalisation (instance by default).
         act: activation.
         dropout: dropout probability.
-        upsample_type: ``"resize"`` (nearest resize + convolution, default) or ``"transpose"``.
+        upsample_type: ``"resize"`` (nearest resize + convolution, default), ``"pixelshuffle"`` or ``"transpose"``.
 
     Raises:
         ValueError: on an unsupported ``spatial_dims``, ``upsample_type`` or stride count.
@@ -192,7 +208,8 @@ class UNetGenerator(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.size_divisor = int(torch.prod(torch.tensor(list(strides))).item())
-        self.unet = (_ResizeConvUNet if upsample_type == "resize" else UNet)(
+        unet = UNet if upsample_type == "transpose" else functools.partial(_UpsamplingUNet, upsample_type)
+        self.unet = unet(
             spatial_dims=spatial_dims,
             in_channels=in_channels,
             out_channels=out_channels,

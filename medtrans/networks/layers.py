@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import torch
+from monai.networks.blocks import SubpixelUpsample
 from monai.networks.layers.factories import Act, Conv, Norm, Pad
+from monai.networks.utils import icnr_init
 from torch import nn
 
-__all__ = ["PAD_TYPES", "UPSAMPLE_TYPES", "ConvBlock", "ResidualBlock", "UpsampleBlock", "reflection_pad_factory"]
+__all__ = [
+    "PAD_TYPES",
+    "UPSAMPLE_TYPES",
+    "ConvBlock",
+    "ResidualBlock",
+    "UpsampleBlock",
+    "reflection_pad_factory",
+    "reinit_subpixel",
+    "subpixel_upsample",
+]
 
 PAD_TYPES = ("reflect", "replicate", "zeros")
 
@@ -121,19 +132,44 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-UPSAMPLE_TYPES = ("transpose", "resize")
+UPSAMPLE_TYPES = ("transpose", "resize", "pixelshuffle")
+
+
+def subpixel_upsample(spatial_dims: int, in_channels: int, out_channels: int, scale_factor: int = 2) -> SubpixelUpsample:
+    """MONAI's sub-pixel convolution (Shi et al., CVPR 2016) with ICNR initialisation (Aitken et al., 2017).
+
+    A 3-wide convolution makes ``scale_factor ** spatial_dims`` output channels per channel, which the pixel shuffle
+    spreads over the finer grid. ICNR gives every sub-voxel position the same kernel and the bias starts at 0, so at
+    initialisation the layer is a convolution followed by nearest-neighbour resizing: no checkerboard, and no shift.
+    Aitken et al.'s pad-and-average blur is left out: it moves each upsampled map by half of a fine voxel, which in a
+    U-Net displaces the decoder against the skip connections. :func:`medtrans.methods.base.init_weights` keeps ICNR
+    whatever ``init_type`` draws the kernel.
+    """
+    up = SubpixelUpsample(spatial_dims, in_channels, out_channels, scale_factor, apply_pad_pool=False)
+    nn.init.zeros_(up.conv_block.bias)
+    return up
+
+
+def reinit_subpixel(network: nn.Module, init) -> None:
+    """Redraw the kernel of every :class:`SubpixelUpsample` of ``network`` with ``init``, ICNR-tied, and zero its bias."""
+    for module in network.modules():
+        if isinstance(module, SubpixelUpsample) and isinstance(module.conv_block, nn.modules.conv._ConvNd):
+            icnr_init(module.conv_block, module.scale_factor, init=init)
+            if module.conv_block.bias is not None:
+                nn.init.zeros_(module.conv_block.bias)
 
 
 class UpsampleBlock(nn.Sequential):
-    """Doubles the spatial size: transposed convolution, or nearest resize then convolution.
+    """Doubles the spatial size: transposed convolution, nearest resize then convolution, or sub-pixel convolution.
 
-    The resize-convolution avoids the checkerboard artefacts of transposed convolutions (Odena et al., Distill 2016).
+    The resize-convolution avoids the checkerboard artefacts of transposed convolutions (Odena et al., Distill 2016);
+    the ICNR-initialised sub-pixel convolution (see :func:`subpixel_upsample`) starts without them at the same cost.
 
     Args:
         spatial_dims: 2 or 3.
         in_channels: input channels.
         out_channels: output channels.
-        upsample_type: ``"transpose"`` or ``"resize"``.
+        upsample_type: ``"transpose"``, ``"resize"`` or ``"pixelshuffle"``.
         pad_type: padding of the resize-convolution.
         norm: normalisation after the convolution.
     """
@@ -150,12 +186,15 @@ class UpsampleBlock(nn.Sequential):
         super().__init__()
         if upsample_type not in UPSAMPLE_TYPES:
             raise ValueError(f"upsample_type must be one of {UPSAMPLE_TYPES}, got {upsample_type!r}")
+        if upsample_type == "resize":
+            self.up = nn.Upsample(scale_factor=2, mode="nearest")
+            self.conv = ConvBlock(spatial_dims, in_channels, out_channels, 3, 1, pad_type, norm, "relu")
+            return
         if upsample_type == "transpose":
             conv_t = Conv[Conv.CONVTRANS, spatial_dims]
             self.up = conv_t(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1)
-            if norm is not None:
-                self.norm = _norm_layer(norm, spatial_dims, out_channels)
-            self.act = nn.ReLU()
         else:
-            self.up = nn.Upsample(scale_factor=2, mode="nearest")
-            self.conv = ConvBlock(spatial_dims, in_channels, out_channels, 3, 1, pad_type, norm, "relu")
+            self.up = subpixel_upsample(spatial_dims, in_channels, out_channels)
+        if norm is not None:
+            self.norm = _norm_layer(norm, spatial_dims, out_channels)
+        self.act = nn.ReLU()

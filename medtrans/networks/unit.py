@@ -61,7 +61,7 @@ class UNITDecoder(nn.Sequential):
         num_res_blocks: domain-specific residual blocks before the upsamplings.
         norm: normalisation.
         pad_type: padding.
-        upsample_type: ``"transpose"`` or ``"resize"``.
+        upsample_type: ``"transpose"``, ``"resize"`` or ``"pixelshuffle"``.
     """
 
     def __init__(
@@ -149,7 +149,8 @@ class UNIT(nn.Module):
         prior_type: ``"normal"`` or ``"gaussian_mixture"``.
         num_components: mixture components for ``"gaussian_mixture"``.
         norm: normalisation.
-        upsample_type: decoder upsampling, ``"resize"`` (default, as the reference code) or ``"transpose"``.
+        upsample_type: decoder upsampling, ``"resize"`` (default, as the reference code), ``"transpose"`` or
+            ``"pixelshuffle"``.
 
     Raises:
         ValueError: on an unknown ``prior_type`` or more shared than total residual blocks.

@@ -2,6 +2,7 @@ import pytest
 import torch
 from monai.networks.layers.factories import Pad
 
+from medtrans.methods.base import INIT_TYPES, init_weights
 from medtrans.networks.layers import ConvBlock, UpsampleBlock
 
 
@@ -21,6 +22,25 @@ def test_conv_block_keeps_shape_for_every_padding(pad_type):
     assert block(torch.randn(1, 2, 9, 8, 10)).shape == (1, 4, 9, 8, 10)
 
 
-@pytest.mark.parametrize("upsample_type", ["transpose", "resize"])
+@pytest.mark.parametrize("upsample_type", ["transpose", "resize", "pixelshuffle"])
 def test_upsample_doubles_size(upsample_type):
     assert UpsampleBlock(2, 4, 2, upsample_type)(torch.randn(1, 4, 5, 6)).shape == (1, 2, 10, 12)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("init_type", INIT_TYPES)
+def test_subpixel_upsampling_starts_as_nearest_resize_under_every_init(dims, init_type, seeded):
+    """ICNR: at initialisation every 2-voxel block of the sub-pixel convolution's output holds one value (no
+    checkerboard, no shift), whichever init draws the kernel; an untied kernel would make the blocks vary."""
+    up = init_weights(UpsampleBlock(dims, 4, 3, "pixelshuffle", norm=None), init_type).up
+    with torch.no_grad():
+        y = up(torch.randn((1, 4) + (6,) * dims))
+    blocks = y.reshape((1, 3) + (6, 2) * dims)
+    first = blocks[(slice(None), slice(None)) + (slice(None), slice(0, 1)) * dims]
+    assert y.std() > 0
+    assert torch.equal(blocks, first.expand_as(blocks))
+    with torch.no_grad():
+        up.conv_block.weight.add_(torch.randn_like(up.conv_block.weight))  # what training may do: the tie is not forced
+        y = up(torch.randn((1, 4) + (6,) * dims))
+    blocks = y.reshape((1, 3) + (6, 2) * dims)
+    assert not torch.equal(blocks, blocks[(slice(None), slice(None)) + (slice(None), slice(0, 1)) * dims].expand_as(blocks))

@@ -165,7 +165,7 @@ class UNetGenerator(nn.Module):
     the output unevenly and prints a 2-voxel checkerboard into translations (Odena et al., Distill 2016), which
     ``upsample_type="transpose"`` (MONAI's and the pix2pix reference's layout) keeps. ``"pixelshuffle"`` (sub-pixel
     convolution with ICNR initialisation, see :func:`medtrans.networks.layers.subpixel_upsample`) starts as a
-    resize-convolution and can learn sub-voxel detail as a transposed convolution does.
+    resize-convolution and can learn sub-voxel detail as a transposed convolution does, and a grid with it.
 
     Args:
         spatial_dims: 2 or 3.

@@ -141,6 +141,7 @@ def subpixel_upsample(spatial_dims: int, in_channels: int, out_channels: int, sc
     A 3-wide convolution makes ``scale_factor ** spatial_dims`` output channels per channel, which the pixel shuffle
     spreads over the finer grid. ICNR gives every sub-voxel position the same kernel and the bias starts at 0, so at
     initialisation the layer is a convolution followed by nearest-neighbour resizing: no checkerboard, and no shift.
+    Training is free to untie the kernels, and adversarial training can teach it a grid (docs/benchmarks.md).
     Aitken et al.'s pad-and-average blur is left out: it moves each upsampled map by half of a fine voxel, which in a
     U-Net displaces the decoder against the skip connections. :func:`medtrans.methods.base.init_weights` keeps ICNR
     whatever ``init_type`` draws the kernel.
@@ -163,7 +164,7 @@ class UpsampleBlock(nn.Sequential):
     """Doubles the spatial size: transposed convolution, nearest resize then convolution, or sub-pixel convolution.
 
     The resize-convolution avoids the checkerboard artefacts of transposed convolutions (Odena et al., Distill 2016);
-    the ICNR-initialised sub-pixel convolution (see :func:`subpixel_upsample`) starts without them at the same cost.
+    the ICNR-initialised sub-pixel convolution (see :func:`subpixel_upsample`) starts without them.
 
     Args:
         spatial_dims: 2 or 3.

@@ -16,9 +16,10 @@ so a point scored there is not the model a shorter run ends with, whose rate has
 
 ``--reference`` uses the reference code's setting: 64-wide generators with 9 residual blocks, 64-wide PatchGANs, a
 constant learning rate of 2e-4 (its decay starts after 200 epochs, far beyond these runs), LSGAN, and its initialisation
-(CUT: Xavier, gain 0.02; CycleGAN: N(0, 0.02)). Differences that remain: 1 input channel (the reference loader makes
+(Xavier, gain 0.02, for both: the CUT repository's, whose CycleGAN baselines.md measured; the original CycleGAN
+code draws N(0, 0.02), ``--set init_type=normal``). Differences that remain: 1 input channel (the reference loader makes
 3 from the gray PNGs), no resize-to-286 / random crop to 256 / flips (the reference's augmentation), stride-2
-convolutions without the anti-aliasing blur of the reference CUT generator.
+convolutions without the anti-aliasing blur of the CUT repository's generators and discriminators.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ REFERENCE = {
     "cut": {"generator": {"channels": 64, "num_res_blocks": 9}, "discriminator": {"channels": 64},
             "init_type": "xavier", "lr_decay_iters": 0},
     "cyclegan": {"generator": {"channels": 64, "num_res_blocks": 9}, "discriminator": {"channels": 64},
-                 "init_type": "normal", "lr_decay_iters": 0},
+                 "init_type": "xavier", "lr_decay_iters": 0},
 }
 WINDOW = {"intensity": {"type": "window", "low": 0, "high": 255}, "canonical": False}
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from medtrans import defaults
 from medtrans.losses import PatchNCELoss
-from medtrans.methods.base import TranslationMethod
+from medtrans.methods.base import TranslationMethod, init_weights
 from medtrans.networks import PatchSampleMLP
 
 __all__ = ["CUT"]
@@ -64,7 +64,9 @@ class CUT(TranslationMethod):
         self.build_discriminator("net_d", self.network_def("medtrans.networks.patchgan", defaults.DISCRIMINATOR,
                                                            discriminator, in_channels=c))
         self.nce_layers = tuple(nce_layers) if nce_layers is not None else self.net_g.default_nce_layers
-        self.net_f = PatchSampleMLP([self.net_g.feature_channels[i] for i in self.nce_layers])
+        # the head is initialised like the networks (the reference code's netF follows its init_type too)
+        self.net_f = init_weights(PatchSampleMLP([self.net_g.feature_channels[i] for i in self.nce_layers]),
+                                  self.init_type, self.init_gain)
         self.nce = PatchNCELoss(temperature)
         self.variant = variant
         self.num_patches = num_patches

@@ -28,7 +28,8 @@ class SeSim(TranslationMethod):
     contrast-agnostic structure descriptor, in the spirit of MIND), trained for LSeSim by the paper's contrastive
     objective — the self-similarity maps of an image and of a structure-preserving intensity augmentation of it
     (random gamma and contrast) must match at the same location against other locations. ``feature_type=
-    "discriminator"`` reads D's layers instead (as Cycle-MedGAN does).
+    "discriminator"`` reads D's layers instead (as Cycle-MedGAN does). ConvFeatures keep their own initialisation
+    whatever ``init_type``: it defines FSeSim's descriptor and is LSeSim's starting point.
 
     Defaults: ``variant="fsesim"`` with the cosine loss, λ_S = 10, 256 patches, window 32 in 2D / 8 in 3D; LSGAN;
     Adam 2e-4, β₁ = 0.5.

@@ -35,7 +35,7 @@ class PatchSampleMLP(nn.Module):
             for c in self.in_channels
         )
         for m in self.modules():
-            if isinstance(m, nn.Linear):  # CUT initialises the head like the networks: N(0, 0.02)
+            if isinstance(m, nn.Linear):  # N(0, 0.02), the reference default; CUT redraws it with its init_type
                 nn.init.normal_(m.weight, 0.0, 0.02)
                 nn.init.zeros_(m.bias)
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from medtrans.methods import build_method, method_names
+from medtrans.networks import ConvFeatures
 from medtrans.utils import seed_everything
 from tests.methods.conftest import METHOD_OF, TINY
 
@@ -39,3 +40,28 @@ def test_losses_are_detached_floats_and_every_term_is_logged(variant, structure,
     losses = method.training_step(batch)
     assert set(losses) == TERMS[variant] | ({"structure"} if structure else set())
     assert all(type(v) is float and math.isfinite(v) for v in losses.values()), losses
+
+
+@pytest.mark.parametrize("variant", sorted(TERMS))
+def test_every_trained_network_follows_init_type(variant, tiny):
+    """Every trained convolution and linear layer — projection heads included — draws from ``init_type``: the
+    reference code initialises all of its networks alike, and a head left at another scale learns at another pace.
+    (SeSim's ConvFeatures keep their own initialisation: FSeSim's descriptor is defined by it, LSeSim starts from it.)"""
+    name, kwargs, _ = tiny(variant)
+    gain = 0.5  # far from every layer's own default scale
+    method = build_method(name, spatial_dims=2, init_type="xavier", init_gain=gain, **kwargs)
+    own_init = {id(m) for f in method.modules() if isinstance(f, ConvFeatures) for m in f.modules()}
+    checked = 0
+    for module in method.modules():
+        if id(module) in own_init:
+            continue
+        if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            continue
+        weight = module.weight
+        if not weight.requires_grad or weight.numel() < 1024:
+            continue
+        fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(weight)
+        expected = gain * math.sqrt(2.0 / (fan_in + fan_out))
+        assert weight.std().item() == pytest.approx(expected, rel=0.2), (variant, module)
+        checked += 1
+    assert checked > 0

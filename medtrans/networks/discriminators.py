@@ -8,6 +8,7 @@ from monai.networks.nets import PatchDiscriminator
 from torch import nn
 
 from medtrans.defaults import DISCRIMINATOR_LAYERS, min_patchgan_input_size
+from medtrans.networks.layers import DOWNSAMPLE_TYPES, BlurPool
 
 __all__ = [
     "MultiResolutionDiscriminator",
@@ -26,6 +27,7 @@ def patchgan(
     num_layers: int = DISCRIMINATOR_LAYERS,
     norm: str | tuple = "instance",
     spectral_norm: bool = False,
+    downsample_type: str = "stride",
 ) -> PatchDiscriminator:
     """The pix2pix/CycleGAN PatchGAN (70×70 receptive field in 2D for ``num_layers=3``) as a MONAI PatchDiscriminator.
 
@@ -41,11 +43,19 @@ def patchgan(
         norm: MONAI norm name.
         spectral_norm: spectral normalisation of every convolution (Miyato et al., ICLR 2018): a Lipschitz bound on
             the discriminator that steadies GAN training.
+        downsample_type: ``"stride"`` (stride-2 convolutions) or ``"blurpool"`` (each becomes a stride-1 convolution
+            block followed by :class:`~medtrans.networks.layers.BlurPool`, the CUT repository's anti-aliased
+            discriminator; same output shapes, same parameter names).
 
     Returns:
         a :class:`monai.networks.nets.PatchDiscriminator` whose forward returns its intermediate features with the
         logits last.
+
+    Raises:
+        ValueError: on an unknown ``downsample_type``.
     """
+    if downsample_type not in DOWNSAMPLE_TYPES:
+        raise ValueError(f"downsample_type must be one of {DOWNSAMPLE_TYPES}, got {downsample_type!r}")
     network = PatchDiscriminator(
         spatial_dims=spatial_dims,
         channels=channels,
@@ -56,6 +66,11 @@ def patchgan(
         bias=True,
         padding=1,
     )
+    if downsample_type == "blurpool":
+        for block in network.children():
+            if block.conv.stride[0] == 2:  # blurred after the block's activation, as in the CUT repository
+                block.conv.stride = (1,) * spatial_dims
+                block.add_module("blur", BlurPool(spatial_dims, block.conv.out_channels))
     if spectral_norm:
         for module in list(network.modules()):
             if isinstance(module, (nn.Conv2d, nn.Conv3d)):
@@ -78,6 +93,7 @@ class MultiResolutionDiscriminator(nn.Module):
         num_layers: layers of each discriminator.
         norm: MONAI norm name.
         spectral_norm: spectral normalisation of every convolution (see :func:`patchgan`).
+        downsample_type: ``"stride"`` or ``"blurpool"`` (see :func:`patchgan`).
     """
 
     def __init__(
@@ -89,6 +105,7 @@ class MultiResolutionDiscriminator(nn.Module):
         num_layers: int = DISCRIMINATOR_LAYERS,
         norm: str | tuple = "instance",
         spectral_norm: bool = False,
+        downsample_type: str = "stride",
     ) -> None:
         super().__init__()
         if num_scales < 1:
@@ -96,7 +113,8 @@ class MultiResolutionDiscriminator(nn.Module):
         self.num_scales = num_scales
         self.num_layers = num_layers
         self.discriminators = nn.ModuleList(
-            patchgan(spatial_dims, in_channels, channels, num_layers, norm, spectral_norm) for _ in range(num_scales)
+            patchgan(spatial_dims, in_channels, channels, num_layers, norm, spectral_norm, downsample_type)
+            for _ in range(num_scales)
         )
         self.downsample = Pool[Pool.AVG, spatial_dims](kernel_size=3, stride=2, padding=1, count_include_pad=False)
 

@@ -10,7 +10,15 @@ from monai.networks.blocks import ADN, Convolution, ResidualUnit
 from monai.networks.nets import UNet
 from torch import nn
 
-from medtrans.networks.layers import UPSAMPLE_TYPES, ConvBlock, ResidualBlock, UpsampleBlock, subpixel_upsample
+from medtrans.networks.layers import (
+    UPSAMPLE_TYPES,
+    ConvBlock,
+    DownsampleBlock,
+    ResidualBlock,
+    UpsampleBlock,
+    resize_mode,
+    subpixel_upsample,
+)
 
 __all__ = ["ResnetGenerator", "UNetGenerator"]
 
@@ -18,7 +26,7 @@ __all__ = ["ResnetGenerator", "UNetGenerator"]
 class ResnetGenerator(nn.Module):
     """Johnson et al. (ECCV 2016) / CycleGAN generator for ``spatial_dims`` 2 or 3.
 
-    Layout: 7-wide stem, ``num_downsamplings`` stride-2 convolutions (channels doubling), ``num_res_blocks`` residual
+    Layout: 7-wide stem, ``num_downsamplings`` downsamplings (channels doubling), ``num_res_blocks`` residual
     blocks, as many upsamplings, a 7-wide output convolution and tanh. Padding is reflective by default and the
     normalisation is instance norm, as in the CycleGAN/CUT reference code. The output has the input's spatial shape for
     any input whose sides are divisible by ``2 ** num_downsamplings``.
@@ -36,12 +44,15 @@ class ResnetGenerator(nn.Module):
         num_downsamplings: stride-2 stages (2 in the reference code).
         norm: normalisation name (``"instance"``, ``"batch"``) or ``None``.
         pad_type: ``"reflect"``, ``"replicate"`` or ``"zeros"``.
-        upsample_type: ``"transpose"`` (reference), ``"resize"`` (nearest resize + conv, no checkerboard) or
-            ``"pixelshuffle"`` (ICNR-initialised sub-pixel convolution).
+        upsample_type: ``"transpose"`` (reference), ``"resize"`` (nearest resize + conv, no checkerboard),
+            ``"linear"`` (linear resize + conv: the CUT repository's anti-aliased upsampling) or ``"pixelshuffle"``
+            (ICNR-initialised sub-pixel convolution).
+        downsample_type: ``"stride"`` (stride-2 convolutions, the original CycleGAN) or ``"blurpool"`` (stride-1
+            convolution then anti-aliased downsampling, the CUT repository's default).
         dropout: dropout inside residual blocks.
 
     Raises:
-        ValueError: on an unsupported ``spatial_dims``, ``pad_type`` or ``upsample_type``.
+        ValueError: on an unsupported ``spatial_dims``, ``pad_type``, ``upsample_type`` or ``downsample_type``.
     """
 
     def __init__(
@@ -55,6 +66,7 @@ class ResnetGenerator(nn.Module):
         norm: str | tuple | None = "instance",
         pad_type: str = "reflect",
         upsample_type: str = "transpose",
+        downsample_type: str = "stride",
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
@@ -69,7 +81,7 @@ class ResnetGenerator(nn.Module):
         ch = channels
         self.feature_channels: list[int] = [in_channels, channels]  # channels at each encode() index
         for _ in range(num_downsamplings):
-            layers.append(ConvBlock(spatial_dims, ch, ch * 2, 3, 2, pad_type, norm, "relu"))
+            layers.append(DownsampleBlock(spatial_dims, ch, ch * 2, downsample_type, pad_type, norm))
             ch *= 2
             self.feature_channels.append(ch)
         layers += [ResidualBlock(spatial_dims, ch, pad_type, norm, dropout) for _ in range(num_res_blocks)]
@@ -128,8 +140,8 @@ class ResnetGenerator(nn.Module):
 
 
 class _UpsamplingUNet(UNet):
-    """MONAI's U-Net whose decoder doubles the size by nearest-neighbour resizing and a stride-1 convolution
-    (``"resize"``) or by an ICNR-initialised sub-pixel convolution (``"pixelshuffle"``) instead of a transposed
+    """MONAI's U-Net whose decoder doubles the size by nearest-neighbour (``"resize"``) or linear (``"linear"``)
+    resizing and a stride-1 convolution, or by an ICNR-initialised sub-pixel convolution (``"pixelshuffle"``) instead of a transposed
     convolution."""
 
     def __init__(self, upsample_type: str, **kwargs) -> None:
@@ -145,7 +157,7 @@ class _UpsamplingUNet(UNet):
                 layers.append(ADN(ordering=self.adn_ordering, in_channels=out_channels, act=self.act, norm=self.norm,
                                   norm_dim=self.dimensions, dropout=self.dropout, dropout_dim=1))
         else:
-            layers = [nn.Upsample(scale_factor=strides, mode="nearest"), Convolution(
+            layers = [nn.Upsample(scale_factor=strides, mode=resize_mode(self.upsample_type, self.dimensions)), Convolution(
                 self.dimensions, in_channels, out_channels, strides=1, kernel_size=self.up_kernel_size, act=self.act,
                 norm=self.norm, dropout=self.dropout, bias=self.bias, conv_only=conv_only, adn_ordering=self.adn_ordering,
             )]
@@ -177,7 +189,8 @@ class UNetGenerator(nn.Module):
         norm: normalisation (instance by default).
         act: activation.
         dropout: dropout probability.
-        upsample_type: ``"resize"`` (nearest resize + convolution, default), ``"pixelshuffle"`` or ``"transpose"``.
+        upsample_type: ``"resize"`` (nearest resize + convolution, default), ``"linear"`` (linear resize +
+            convolution), ``"pixelshuffle"`` or ``"transpose"``.
 
     Raises:
         ValueError: on an unsupported ``spatial_dims``, ``upsample_type`` or stride count.

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from monai.networks.blocks import SubpixelUpsample
 from monai.networks.layers.factories import Act, Conv, Norm, Pad
 from monai.networks.utils import icnr_init
 from torch import nn
 
 __all__ = [
+    "DOWNSAMPLE_TYPES",
     "PAD_TYPES",
     "UPSAMPLE_TYPES",
+    "BlurPool",
     "ConvBlock",
+    "DownsampleBlock",
     "ResidualBlock",
     "UpsampleBlock",
     "reflection_pad_factory",
@@ -132,7 +136,73 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-UPSAMPLE_TYPES = ("transpose", "resize", "pixelshuffle")
+UPSAMPLE_TYPES = ("transpose", "resize", "linear", "pixelshuffle")
+DOWNSAMPLE_TYPES = ("stride", "blurpool")
+
+
+class BlurPool(nn.Module):
+    """Anti-aliased downsampling (Zhang, ICML 2019): a binomial ``[1, 2, 1]`` low-pass per channel, then stride 2.
+
+    With reflection padding of 1 the output side is ``ceil(n / 2)``, as for a stride-2 convolution of kernel 3 and
+    padding 1, and ``floor(n / 2)`` after a kernel-4 stride-1 convolution, as for a kernel-4 stride-2 one: a strided
+    convolution becomes ``stride-1 convolution → BlurPool`` without changing any shape. The kernel is a fixed,
+    non-persistent buffer, so checkpoints hold no extra entry.
+
+    Args:
+        spatial_dims: 2 or 3.
+        channels: channels in and out (filtered separately).
+    """
+
+    def __init__(self, spatial_dims: int, channels: int) -> None:
+        super().__init__()
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        kernel = taps
+        for _ in range(spatial_dims - 1):
+            kernel = kernel.unsqueeze(-1) * taps
+        kernel = kernel / kernel.sum()
+        self.register_buffer("kernel", kernel.expand(channels, 1, *kernel.shape).clone(), persistent=False)
+        self.pad = _pad_layer("reflect", spatial_dims, 1)
+        self.conv = (F.conv1d, F.conv2d, F.conv3d)[spatial_dims - 1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.pad(x), self.kernel.to(x.dtype), stride=2, groups=x.shape[1])
+
+
+class DownsampleBlock(ConvBlock):
+    """Halves the spatial size: a stride-2 convolution block, or a stride-1 one followed by :class:`BlurPool`.
+
+    ``"blurpool"`` is the anti-aliased downsampling of the CUT repository's generators (its default); it costs the
+    convolution at the finer resolution. Both keep :class:`ConvBlock`'s parameter names.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input channels.
+        out_channels: output channels.
+        downsample_type: ``"stride"`` or ``"blurpool"``.
+        pad_type: padding of the convolution.
+        norm: normalisation after the convolution.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        downsample_type: str = "stride",
+        pad_type: str = "reflect",
+        norm: str | tuple | None = "instance",
+    ) -> None:
+        if downsample_type not in DOWNSAMPLE_TYPES:
+            raise ValueError(f"downsample_type must be one of {DOWNSAMPLE_TYPES}, got {downsample_type!r}")
+        stride = 2 if downsample_type == "stride" else 1
+        super().__init__(spatial_dims, in_channels, out_channels, 3, stride, pad_type, norm, "relu")
+        if downsample_type == "blurpool":
+            self.blur = BlurPool(spatial_dims, out_channels)
+
+
+def resize_mode(upsample_type: str, spatial_dims: int) -> str:
+    """``nn.Upsample`` mode of a resize upsampling: nearest for ``"resize"``, (bi/tri)linear for ``"linear"``."""
+    return "nearest" if upsample_type == "resize" else ("linear", "bilinear", "trilinear")[spatial_dims - 1]
 
 
 def subpixel_upsample(spatial_dims: int, in_channels: int, out_channels: int, scale_factor: int = 2) -> SubpixelUpsample:
@@ -161,16 +231,18 @@ def reinit_subpixel(network: nn.Module, init) -> None:
 
 
 class UpsampleBlock(nn.Sequential):
-    """Doubles the spatial size: transposed convolution, nearest resize then convolution, or sub-pixel convolution.
+    """Doubles the spatial size: transposed convolution, resize then convolution, or sub-pixel convolution.
 
     The resize-convolution avoids the checkerboard artefacts of transposed convolutions (Odena et al., Distill 2016);
-    the ICNR-initialised sub-pixel convolution (see :func:`subpixel_upsample`) starts without them.
+    the ICNR-initialised sub-pixel convolution (see :func:`subpixel_upsample`) starts without them. ``"linear"``
+    resizes by (bi/tri)linear interpolation (``align_corners=False``), which is what the CUT repository's anti-aliased
+    upsampling (a ``[1, 3, 3, 1]`` filter on the zero-inserted map, replicated borders) computes.
 
     Args:
         spatial_dims: 2 or 3.
         in_channels: input channels.
         out_channels: output channels.
-        upsample_type: ``"transpose"``, ``"resize"`` or ``"pixelshuffle"``.
+        upsample_type: ``"transpose"``, ``"resize"`` (nearest), ``"linear"`` or ``"pixelshuffle"``.
         pad_type: padding of the resize-convolution.
         norm: normalisation after the convolution.
     """
@@ -187,8 +259,8 @@ class UpsampleBlock(nn.Sequential):
         super().__init__()
         if upsample_type not in UPSAMPLE_TYPES:
             raise ValueError(f"upsample_type must be one of {UPSAMPLE_TYPES}, got {upsample_type!r}")
-        if upsample_type == "resize":
-            self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        if upsample_type in ("resize", "linear"):
+            self.up = nn.Upsample(scale_factor=2, mode=resize_mode(upsample_type, spatial_dims))
             self.conv = ConvBlock(spatial_dims, in_channels, out_channels, 3, 1, pad_type, norm, "relu")
             return
         if upsample_type == "transpose":

@@ -61,7 +61,8 @@ class UNITDecoder(nn.Sequential):
         num_res_blocks: domain-specific residual blocks before the upsamplings.
         norm: normalisation.
         pad_type: padding.
-        upsample_type: ``"transpose"``, ``"resize"`` or ``"pixelshuffle"``.
+        upsample_type: ``"transpose"``, ``"resize"``, ``"linear"`` or ``"pixelshuffle"``
+            (see :class:`~medtrans.networks.layers.UpsampleBlock`).
     """
 
     def __init__(
@@ -149,7 +150,7 @@ class UNIT(nn.Module):
         prior_type: ``"normal"`` or ``"gaussian_mixture"``.
         num_components: mixture components for ``"gaussian_mixture"``.
         norm: normalisation.
-        upsample_type: decoder upsampling, ``"resize"`` (default, as the reference code), ``"transpose"`` or
+        upsample_type: decoder upsampling, ``"resize"`` (default, as the reference code), ``"transpose"``, ``"linear"`` or
             ``"pixelshuffle"``.
 
     Raises:

@@ -32,6 +32,18 @@ def test_patchgan_outputs_features_and_logits(dims):
 
 
 @pytest.mark.parametrize("dims", [2, 3])
+def test_anti_aliased_patchgan_is_a_drop_in(dims, seeded):
+    strided, blurred = patchgan(dims, channels=8), patchgan(dims, channels=8, downsample_type="blurpool")
+    assert list(strided.state_dict()) == list(blurred.state_dict())
+    x = torch.randn((1, 1) + (min_patchgan_input_size(3),) * dims)
+    assert [f.shape for f in strided(x)] == [f.shape for f in blurred(x)]
+    strides = [m.stride for m in blurred.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    assert all(s == (1,) * dims for s in strides)
+    with pytest.raises(ValueError, match="downsample_type"):
+        patchgan(dims, downsample_type="maxpool")
+
+
+@pytest.mark.parametrize("dims", [2, 3])
 def test_multi_resolution_sees_downsampled_inputs(dims, seeded):
     disc = MultiResolutionDiscriminator(dims, num_scales=2, channels=4, num_layers=2)
     size = disc.min_input_size

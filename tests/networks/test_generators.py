@@ -12,7 +12,7 @@ def _all_parameters_receive_gradient(net: torch.nn.Module, x: torch.Tensor) -> N
 
 
 @pytest.mark.parametrize("dims,shape", [(2, (2, 1, 32, 24)), (3, (1, 1, 16, 12, 20))])
-@pytest.mark.parametrize("upsample_type", ["transpose", "resize", "pixelshuffle"])
+@pytest.mark.parametrize("upsample_type", ["transpose", "resize", "linear", "pixelshuffle"])
 def test_resnet_generator_shape_range_and_gradients(dims, shape, upsample_type, seeded):
     net = ResnetGenerator(dims, 1, 1, channels=8, num_res_blocks=2, upsample_type=upsample_type)
     x = torch.randn(shape)
@@ -20,6 +20,19 @@ def test_resnet_generator_shape_range_and_gradients(dims, shape, upsample_type, 
     assert y.shape == x.shape
     assert y.abs().max() <= 1.0  # tanh output
     _all_parameters_receive_gradient(net, x)
+
+
+@pytest.mark.parametrize("dims,shape", [(2, (2, 1, 32, 24)), (3, (1, 1, 16, 12, 20))])
+def test_anti_aliased_resnet_generator_is_a_drop_in(dims, shape, seeded):
+    """The CUT repository's anti-aliased downsampling keeps every shape, feature and parameter name of the strided."""
+    strided = ResnetGenerator(dims, channels=8, num_res_blocks=2, upsample_type="linear")
+    blurred = ResnetGenerator(dims, channels=8, num_res_blocks=2, downsample_type="blurpool", upsample_type="linear")
+    x = torch.randn(shape)
+    assert list(strided.state_dict()) == list(blurred.state_dict())
+    ids = range(strided.num_encoder_features)
+    assert [f.shape for f in strided.encode(x, ids)] == [f.shape for f in blurred.encode(x, ids)]
+    assert blurred(x).shape == x.shape
+    _all_parameters_receive_gradient(blurred, x)
 
 
 def test_resnet_generator_channels_and_reference_layout():
@@ -47,7 +60,7 @@ def test_resnet_generator_rejects_indivisible_shape():
         ResnetGenerator(2, pad_type="circular")
 
 
-@pytest.mark.parametrize("upsample_type", ["resize", "pixelshuffle", "transpose"])
+@pytest.mark.parametrize("upsample_type", ["resize", "linear", "pixelshuffle", "transpose"])
 @pytest.mark.parametrize("dims,shape", [(2, (2, 1, 32, 32)), (3, (1, 1, 16, 16, 16))])
 def test_unet_generator_shape_and_gradients(dims, shape, upsample_type, seeded):
     net = UNetGenerator(dims, channels=(8, 16, 32), strides=(2, 2), upsample_type=upsample_type)

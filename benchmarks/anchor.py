@@ -17,9 +17,11 @@ so a point scored there is not the model a shorter run ends with, whose rate has
 ``--reference`` uses the reference code's setting: 64-wide generators with 9 residual blocks, 64-wide PatchGANs, a
 constant learning rate of 2e-4 (its decay starts after 200 epochs, far beyond these runs), LSGAN, and its initialisation
 (Xavier, gain 0.02, for both: the CUT repository's, whose CycleGAN baselines.md measured; the original CycleGAN
-code draws N(0, 0.02), ``--set init_type=normal``). Differences that remain: 1 input channel (the reference loader makes
-3 from the gray PNGs), no resize-to-286 / random crop to 256 / flips (the reference's augmentation), stride-2
-convolutions without the anti-aliasing blur of the CUT repository's generators and discriminators.
+code draws N(0, 0.02), ``--set init_type=normal``). For CUT also the CUT repository's anti-aliased resampling
+(``downsample_type="blurpool"`` in G and D, ``upsample_type="linear"``) and its PatchNCE layers (input, both
+downsamplings, the first and fifth residual blocks). Differences that remain: 1 input channel (the reference loader
+makes 3 from the gray PNGs), no resize-to-286 / random crop to 256 / flips (the reference's augmentation); CycleGAN
+keeps strided and transposed convolutions (the setting measured against the public code, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ from quality import DATA, correlation  # noqa: E402
 
 TOOL = DATA.parent / "tools" / "anchor_protocol.py"
 REFERENCE = {
-    "cut": {"generator": {"channels": 64, "num_res_blocks": 9}, "discriminator": {"channels": 64},
+    "cut": {"generator": {"channels": 64, "num_res_blocks": 9, "downsample_type": "blurpool", "upsample_type": "linear"},
+            "discriminator": {"channels": 64, "downsample_type": "blurpool"}, "nce_layers": [0, 2, 3, 4, 8],
             "init_type": "xavier", "lr_decay_iters": 0},
     "cyclegan": {"generator": {"channels": 64, "num_res_blocks": 9}, "discriminator": {"channels": 64},
                  "init_type": "xavier", "lr_decay_iters": 0},

@@ -41,7 +41,7 @@ class ResnetGenerator(nn.Module):
         out_channels: output channels.
         channels: width of the stem (doubled at each downsampling).
         num_res_blocks: residual blocks at the bottleneck (9 in CycleGAN for 256² images, 6 for 128²).
-        num_downsamplings: stride-2 stages (2 in the reference code).
+        num_downsamplings: downsampling stages (2 in the reference code).
         norm: normalisation name (``"instance"``, ``"batch"``) or ``None``.
         pad_type: ``"reflect"``, ``"replicate"`` or ``"zeros"``.
         upsample_type: ``"transpose"`` (reference), ``"resize"`` (nearest resize + conv, no checkerboard),
@@ -141,8 +141,8 @@ class ResnetGenerator(nn.Module):
 
 class _UpsamplingUNet(UNet):
     """MONAI's U-Net whose decoder doubles the size by nearest-neighbour (``"resize"``) or linear (``"linear"``)
-    resizing and a stride-1 convolution, or by an ICNR-initialised sub-pixel convolution (``"pixelshuffle"``) instead of a transposed
-    convolution."""
+    resizing and a stride-1 convolution, or by an ICNR-initialised sub-pixel convolution (``"pixelshuffle"``), instead
+    of a transposed convolution."""
 
     def __init__(self, upsample_type: str, **kwargs) -> None:
         self.upsample_type = upsample_type  # read by _get_up_layer, which UNet.__init__ calls
@@ -157,7 +157,8 @@ class _UpsamplingUNet(UNet):
                 layers.append(ADN(ordering=self.adn_ordering, in_channels=out_channels, act=self.act, norm=self.norm,
                                   norm_dim=self.dimensions, dropout=self.dropout, dropout_dim=1))
         else:
-            layers = [nn.Upsample(scale_factor=strides, mode=resize_mode(self.upsample_type, self.dimensions)), Convolution(
+            resize = nn.Upsample(scale_factor=strides, mode=resize_mode(self.upsample_type, self.dimensions))
+            layers = [resize, Convolution(
                 self.dimensions, in_channels, out_channels, strides=1, kernel_size=self.up_kernel_size, act=self.act,
                 norm=self.norm, dropout=self.dropout, bias=self.bias, conv_only=conv_only, adn_ordering=self.adn_ordering,
             )]

@@ -2,7 +2,7 @@
 
     python benchmarks/quality.py [--task t1-t2 t1c-flair] [--methods nec ...] [--dims 3] [--iterations 2000]
                                  [--seeds 0 1 2] [--split two all-but-one] [--folds default|all] [--patch X Y Z]
-                                 [--set KEY=VALUE ...] [--label NAME] [--threads N] [--output DIR]
+                                 [--set KEY=VALUE ...] [--intensity SPEC] [--label NAME] [--threads N] [--output DIR]
 
 Tasks (../shared/data, or $MEDTRANS_SHARED_DATA):
 - ``t1-t2``: lesjak-ms-mni (3 MS patients) + tcga-lgg-brainles (2 glioma patients), T1 → T2.
@@ -17,7 +17,8 @@ pix2pix, the paired baseline, always trains on both contrasts of every other sub
 ``--folds default`` tests lesjak patient26 (T1→T2) / brats pat0006 (T1c→FLAIR); ``all`` leaves each subject out in turn.
 
 Training: medtrans's own engine and defaults (networks, schedule), foreground sampling, 3D 48³ patches batch 1 or 2D
-128² axial slices batch 4 (``--patch`` changes it), for exactly ``--iterations`` iterations per seed — figures are
+128² axial slices batch 4 (``--patch`` changes it), both domains' intensities mapped by medtrans's default
+(1st–99th foreground percentiles → [-1, 1]; ``--intensity`` changes it), for exactly ``--iterations`` iterations per seed — figures are
 reproducible across machines; the wall time is reported beside them. The test volume is translated whole
 (3D: 96³ windows, overlap 0.25; 2D: every axial slice).
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
+import json
 import logging
 import os
 import platform
@@ -105,7 +107,7 @@ def correlation(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> float:
 
 def train_and_translate(method_name: str, dims: int, records: tuple[list, list], test_a: Volume, iterations: int,
                         seed: int, patch: list[int] | None, workdir: Path, overrides: dict,
-                        batch_size: int | None = None, eval_every: int = 0, on_eval=None,
+                        batch_size: int | None = None, intensity: dict | None = None, eval_every: int = 0, on_eval=None,
                         model_path: Path | None = None) -> dict:
     """Train, then translate ``test_a`` whole; every ``eval_every`` iterations before the end, also translate it and
     hand ``(iteration, output)`` to ``on_eval`` (the learning curve). The trained translator is saved to ``model_path``
@@ -115,7 +117,8 @@ def train_and_translate(method_name: str, dims: int, records: tuple[list, list],
     patch = patch or PATCH[dims]
     method.check_patch(patch)
     stream = TrainStream(*records, {"patch_size": patch, "sampler_type": "foreground", "num_workers": 1},
-                         batch_size=batch_size or BATCH[dims], paired=method.paired, seed=seed)
+                         batch_size=batch_size or BATCH[dims], paired=method.paired, seed=seed,
+                         **{f"preprocessing_{d}": {"intensity": intensity} for d in "ab" if intensity})
     trainer = TranslationTrainer(method, stream, workdir, iterations=iterations, device="auto", resume=False,
                                  tracking="none", progress=False, log_interval=max(1, iterations // 10))
     settings = InferenceSettings(roi_size=(96, 96, 96), overlap=0.25, progress=False)
@@ -190,6 +193,8 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=0,
                         help="also score the test subject every N iterations (rows with those iterations; wall time not counted)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="method options for every run")
+    parser.add_argument("--intensity", type=json.loads, metavar="SPEC",
+                        help='both domains\' intensity mapping, a JSON spec, e.g. \'{"type": "zscore", "sigmas": 3}\'')
     parser.add_argument("--label", default="default", help="names this configuration in the tables")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-baselines", action="store_true")
@@ -203,7 +208,8 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip() or "unknown"
     csv = args.output / "runs.csv"
-    common = {"label": args.label, "options": " ".join(args.set), "commit": commit, "threads": torch.get_num_threads(),
+    options = " ".join(args.set + ([f"intensity={json.dumps(args.intensity)}"] if args.intensity else []))
+    common = {"label": args.label, "options": options, "commit": commit, "threads": torch.get_num_threads(),
               "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
               "date": str(datetime.date.today())}
     for task in args.task:
@@ -232,7 +238,8 @@ def main() -> None:
                             stem = f"{task}_{test}_{split}_{name}{dims}d_s{seed}_{args.label}".replace(" ", "_")
                             with tempfile.TemporaryDirectory() as tmp:
                                 run = train_and_translate(name, dims, records, test_a, args.iterations, seed, args.patch,
-                                                          Path(tmp), overrides, args.batch_size, args.eval_every, on_eval,
+                                                          Path(tmp), overrides, args.batch_size, args.intensity,
+                                                          args.eval_every, on_eval,
                                                           model_path=args.output / "models" / f"{stem}.pt")
                             row = {**base, "iterations": args.iterations, "seconds": run["seconds"],
                                    **score(run["output"], test_a, test_b, mask)}

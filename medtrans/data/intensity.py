@@ -8,7 +8,9 @@ unclipped range:
   or every voxel that differs from the background value) → [-1, 1], clipped. The MRI default.
 - ``{"type": "window", "low": -1000, "high": 2000}``: a fixed range (CT window in HU, or per-dataset statistics
   recorded at training) → [-1, 1], clipped.
-- ``{"type": "zscore"}``: zero mean, unit variance inside the foreground, not clipped.
+- ``{"type": "zscore"}``: zero mean, unit variance inside the foreground, not clipped; with ``"sigmas": k``, the
+  foreground mean ± k standard deviations → [-1, 1], clipped (a range that, unlike the upper percentiles, a tumour or
+  a lesion load barely moves: consistent brain levels across datasets).
 
 Translations are mapped back to the target domain by a target spec: ``{"type": "window", ...}`` (fixed or per-dataset
 range), ``{"type": "source"}`` (the inverse of the input's own mapping, for same-contrast tasks), or
@@ -64,6 +66,8 @@ def validate_spec(spec: Mapping[str, Any], allowed: tuple[str, ...] = SOURCE_TYP
         raise ValueError(f"need 0 <= lower < upper <= 100, got {full['lower']}, {full['upper']}")
     if kind == "window" and not float(full["low"]) < float(full["high"]):
         raise ValueError(f"window needs low < high, got {full['low']}, {full['high']}")
+    if kind == "zscore" and "sigmas" in full and not float(full["sigmas"]) > 0:
+        raise ValueError(f"zscore sigmas must be positive, got {full['sigmas']}")
     return full
 
 
@@ -150,10 +154,12 @@ def fit_intensity(spec: Mapping[str, Any], volume: np.ndarray, mask: np.ndarray 
         if not high > low:
             raise ValueError(f"the {spec['lower']}th and {spec['upper']}th foreground percentiles are equal ({low})")
         return AffineIntensity.from_range(float(low), float(high))
-    std = float(values.std())
+    mean, std = float(values.mean()), float(values.std())
     if std == 0:
         raise ValueError("the foreground is constant: cannot z-score")
-    return AffineIntensity(1.0 / std, -float(values.mean()) / std, clip=False)
+    if "sigmas" in spec:
+        return AffineIntensity.from_range(mean - spec["sigmas"] * std, mean + spec["sigmas"] * std)
+    return AffineIntensity(1.0 / std, -mean / std, clip=False)
 
 
 def histogram_match(values: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = None,

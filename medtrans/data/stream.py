@@ -306,14 +306,14 @@ class TrainStream:
     def target_intensity(self) -> dict[str, Any]:
         """How translations map back to domain B's units, from the B volumes in memory.
 
-        A percentile mapping gives the mean raw range of the training B volumes (per-dataset statistics) and their
-        median background; a window mapping gives B's own window; z-scoring, which has no fixed range, maps back
-        with the input's own inverse (``"source"``).
+        A percentile mapping or a z-scoring to ± k standard deviations gives the mean raw range of the training B
+        volumes (per-dataset statistics) and their median background; a window mapping gives B's own window; plain
+        z-scoring, which has no fixed range, maps back with the input's own inverse (``"source"``).
         """
         spec = self.preprocessing_b.intensity
         if spec["type"] == "window":
             return {"type": "window", "low": float(spec["low"]), "high": float(spec["high"]), "background": float(spec["low"])}
-        if spec["type"] != "percentile":
+        if spec["type"] == "zscore" and "sigmas" not in spec:
             return {"type": "source"}
         volumes = [v for d in self.domains.values() for v in d if "b" in v.ranges]
         low, high = np.mean([v.ranges["b"] for v in volumes], axis=0)

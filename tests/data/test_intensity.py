@@ -50,6 +50,27 @@ def test_window_and_zscore():
     assert np.allclose(z.inverse(y), ct + 1300, atol=1e-2)
 
 
+def test_zscore_to_sigmas_is_a_clipped_range_that_outliers_barely_move():
+    rng = np.random.default_rng(3)
+    brain = np.pad(rng.normal(500.0, 50.0, (12, 12, 12)).astype(np.float32), 2)
+    mapping = fit_intensity({"type": "zscore", "sigmas": 3}, brain)
+    values = brain[foreground_mask(brain)]
+    mean, std = float(values.mean()), float(values.std())
+    assert mapping.clip and mapping.range == pytest.approx((mean - 3 * std, mean + 3 * std), rel=1e-5)
+    assert mapping.forward(np.array([mean, mean + 3 * std, mean + 10 * std])) == pytest.approx([0, 1, 1], abs=1e-5)
+    # a bright "tumour" in 5% of the brain: the 99th percentile jumps to it, the ± 3σ range moves far less, so the
+    # normal brain keeps nearly the level it has without the tumour
+    tumour = brain.copy()
+    tumour[2:14, 2:14, 2:3] = 2000.0
+    normal = (brain > 0) & (tumour == brain)
+    shift = {}
+    for spec in ({"type": "percentile"}, {"type": "zscore", "sigmas": 3}):
+        before = fit_intensity(spec, brain).forward(brain)[normal]
+        after = fit_intensity(spec, tumour).forward(tumour)[normal]
+        shift[spec["type"]] = abs(float(np.median(after) - np.median(before)))
+    assert shift["zscore"] < 0.5 * shift["percentile"]
+
+
 def test_affine_from_range_and_bad_specs():
     m = AffineIntensity.from_range(10.0, 30.0)
     assert m.forward(np.array([10.0, 20.0, 30.0])).tolist() == [-1.0, 0.0, 1.0]
@@ -59,6 +80,8 @@ def test_affine_from_range_and_bad_specs():
         validate_spec({"type": "window", "low": 0})
     with pytest.raises(ValueError, match="lower < upper"):
         validate_spec({"type": "percentile", "lower": 99, "upper": 1})
+    with pytest.raises(ValueError, match="sigmas must be positive"):
+        validate_spec({"type": "zscore", "sigmas": 0})
     with pytest.raises(ValueError, match="percentiles are equal"):
         fit_intensity({"type": "percentile"}, np.pad(np.ones((4, 4, 4)), 1))
 

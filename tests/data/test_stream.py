@@ -110,6 +110,18 @@ def test_target_intensity_comes_from_the_volumes_in_memory(templates):
     assert target["type"] == "window" and np.allclose([target["low"], target["high"]], expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("spec, mapped_back", [({"type": "zscore", "sigmas": 3}, "window"), ({"type": "zscore"}, "source")])
+def test_target_intensity_of_zscored_targets(templates, spec, mapped_back):
+    stream = TrainStream([templates["t1"]], [templates["t2"], templates["pd"]], {"patch_size": (16, 16, 16)},
+                         preprocessing_b={"intensity": spec})
+    target = stream.target_intensity()
+    assert target["type"] == mapped_back
+    if mapped_back == "window":  # the mean of the training volumes' mean ± 3σ ranges
+        expected = np.mean([fit_intensity(spec, nib.load(templates[k].image).get_fdata()).range for k in ("t2", "pd")],
+                           axis=0)
+        assert np.allclose([target["low"], target["high"]], expected, rtol=1e-5)
+
+
 def test_ranks_hold_disjoint_shards(templates, monkeypatch):
     records = [ImageRecord(f"s{i}", templates["t1"].image) for i in range(5)]
     shards = []

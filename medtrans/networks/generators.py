@@ -12,6 +12,7 @@ from torch import nn
 
 from medtrans.networks.layers import (
     UPSAMPLE_TYPES,
+    BlurPool,
     ConvBlock,
     DownsampleBlock,
     ResidualBlock,
@@ -45,8 +46,9 @@ class ResnetGenerator(nn.Module):
         norm: normalisation name (``"instance"``, ``"batch"``) or ``None``.
         pad_type: ``"reflect"``, ``"replicate"`` or ``"zeros"``.
         upsample_type: ``"transpose"`` (reference), ``"resize"`` (nearest resize + conv, no checkerboard),
-            ``"linear"`` (linear resize + conv: the CUT repository's anti-aliased upsampling) or ``"pixelshuffle"``
-            (ICNR-initialised sub-pixel convolution).
+            ``"linear"`` (linear resize + conv: the CUT repository's anti-aliased upsampling), ``"transpose_blur"``
+            (transposed convolution then a fixed blur, no checkerboard) or ``"pixelshuffle"`` (ICNR-initialised
+            sub-pixel convolution).
         downsample_type: ``"stride"`` (stride-2 convolutions, the original CycleGAN) or ``"blurpool"`` (stride-1
             convolution then anti-aliased downsampling, the CUT repository's default).
         dropout: dropout inside residual blocks.
@@ -141,8 +143,9 @@ class ResnetGenerator(nn.Module):
 
 class _UpsamplingUNet(UNet):
     """MONAI's U-Net whose decoder doubles the size by nearest-neighbour (``"resize"``) or linear (``"linear"``)
-    resizing and a stride-1 convolution, or by an ICNR-initialised sub-pixel convolution (``"pixelshuffle"``), instead
-    of a transposed convolution."""
+    resizing and a stride-1 convolution, by an ICNR-initialised sub-pixel convolution (``"pixelshuffle"``), or by
+    MONAI's transposed convolution followed by a fixed ``[1, 2, 1]`` blur (``"transpose_blur"``), instead of a
+    transposed convolution alone."""
 
     def __init__(self, upsample_type: str, **kwargs) -> None:
         self.upsample_type = upsample_type  # read by _get_up_layer, which UNet.__init__ calls
@@ -151,8 +154,13 @@ class _UpsamplingUNet(UNet):
     def _get_up_layer(self, in_channels: int, out_channels: int, strides: int, is_top: bool) -> nn.Module:
         conv_only = is_top and self.num_res_units == 0
         layers: list[nn.Module]
-        if self.upsample_type == "pixelshuffle":
-            layers = [subpixel_upsample(self.dimensions, in_channels, out_channels, strides)]
+        if self.upsample_type in ("pixelshuffle", "transpose_blur"):
+            if self.upsample_type == "pixelshuffle":
+                layers = [subpixel_upsample(self.dimensions, in_channels, out_channels, strides)]
+            else:
+                layers = [Convolution(self.dimensions, in_channels, out_channels, strides=strides,
+                                      kernel_size=self.up_kernel_size, bias=self.bias, conv_only=True, is_transposed=True),
+                          BlurPool(self.dimensions, out_channels, stride=1)]
             if not conv_only:
                 layers.append(ADN(ordering=self.adn_ordering, in_channels=out_channels, act=self.act, norm=self.norm,
                                   norm_dim=self.dimensions, dropout=self.dropout, dropout_dim=1))
@@ -179,6 +187,8 @@ class UNetGenerator(nn.Module):
     ``upsample_type="transpose"`` (MONAI's and the pix2pix reference's layout) keeps. ``"pixelshuffle"`` (sub-pixel
     convolution with ICNR initialisation, see :func:`medtrans.networks.layers.subpixel_upsample`) starts as a
     resize-convolution and can learn sub-voxel detail as a transposed convolution does, and a grid with it.
+    ``"transpose_blur"`` keeps the transposed convolution and blurs its output with a fixed ``[1, 2, 1]`` low-pass,
+    which has no gain at the 2-voxel period (StyleGAN2's upsampling): no grid can pass, whatever the learned kernel.
 
     Args:
         spatial_dims: 2 or 3.
@@ -191,7 +201,7 @@ class UNetGenerator(nn.Module):
         act: activation.
         dropout: dropout probability.
         upsample_type: ``"resize"`` (nearest resize + convolution, default), ``"linear"`` (linear resize +
-            convolution), ``"pixelshuffle"`` or ``"transpose"``.
+            convolution), ``"pixelshuffle"``, ``"transpose"`` or ``"transpose_blur"``.
 
     Raises:
         ValueError: on an unsupported ``spatial_dims``, ``upsample_type`` or stride count.

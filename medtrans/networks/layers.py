@@ -136,12 +136,15 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-UPSAMPLE_TYPES = ("transpose", "resize", "linear", "pixelshuffle")
+UPSAMPLE_TYPES = ("transpose", "resize", "linear", "pixelshuffle", "transpose_blur")
 DOWNSAMPLE_TYPES = ("stride", "blurpool")
 
 
 class BlurPool(nn.Module):
     """Anti-aliased downsampling (Zhang, ICML 2019): a binomial ``[1, 2, 1]`` low-pass per channel, then stride 2.
+
+    The low-pass has no gain at the 2-voxel period along any axis; with ``stride=1`` it is that blur alone, which
+    removes the checkerboard a transposed convolution prints (the ``"transpose_blur"`` upsampling).
 
     With reflection padding of 1 the output side is ``ceil(n / 2)``, as for a stride-2 convolution of kernel 3 and
     padding 1, and ``floor(n / 2)`` after a kernel-4 stride-1 convolution, as for a kernel-4 stride-2 one: a strided
@@ -151,9 +154,10 @@ class BlurPool(nn.Module):
     Args:
         spatial_dims: 2 or 3.
         channels: channels in and out (filtered separately).
+        stride: 2 (downsampling) or 1 (blur only, same size).
     """
 
-    def __init__(self, spatial_dims: int, channels: int) -> None:
+    def __init__(self, spatial_dims: int, channels: int, stride: int = 2) -> None:
         super().__init__()
         taps = torch.tensor([1.0, 2.0, 1.0])
         kernel = taps
@@ -163,9 +167,10 @@ class BlurPool(nn.Module):
         self.register_buffer("kernel", kernel.expand(channels, 1, *kernel.shape).clone(), persistent=False)
         self.pad = _pad_layer("reflect", spatial_dims, 1)
         self.conv = (F.conv1d, F.conv2d, F.conv3d)[spatial_dims - 1]
+        self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(self.pad(x), self.kernel.to(x.dtype), stride=2, groups=x.shape[1])
+        return self.conv(self.pad(x), self.kernel.to(x.dtype), stride=self.stride, groups=x.shape[1])
 
 
 class DownsampleBlock(ConvBlock):
@@ -231,18 +236,23 @@ def reinit_subpixel(network: nn.Module, init) -> None:
 
 
 class UpsampleBlock(nn.Sequential):
-    """Doubles the spatial size: transposed convolution, resize then convolution, or sub-pixel convolution.
+    """Doubles the spatial size: transposed convolution (optionally blurred), resize then convolution, or sub-pixel
+    convolution.
 
     The resize-convolution avoids the checkerboard artefacts of transposed convolutions (Odena et al., Distill 2016);
     the ICNR-initialised sub-pixel convolution (see :func:`subpixel_upsample`) starts without them. ``"linear"``
     resizes by (bi/tri)linear interpolation (``align_corners=False``), which is what the CUT repository's anti-aliased
     upsampling (a ``[1, 3, 3, 1]`` filter on the zero-inserted map, replicated borders) computes.
+    ``"transpose_blur"`` follows the transposed convolution with a fixed ``[1, 2, 1]`` blur (:class:`BlurPool` at
+    stride 1), as StyleGAN2 blurs its transposed convolutions: the blur has no gain at the 2-voxel period, so no
+    checkerboard passes, whatever the learned kernel.
 
     Args:
         spatial_dims: 2 or 3.
         in_channels: input channels.
         out_channels: output channels.
-        upsample_type: ``"transpose"``, ``"resize"`` (nearest), ``"linear"`` or ``"pixelshuffle"``.
+        upsample_type: ``"transpose"``, ``"transpose_blur"``, ``"resize"`` (nearest), ``"linear"`` or
+            ``"pixelshuffle"``.
         pad_type: padding of the resize-convolution.
         norm: normalisation after the convolution.
     """
@@ -263,9 +273,11 @@ class UpsampleBlock(nn.Sequential):
             self.up = nn.Upsample(scale_factor=2, mode=resize_mode(upsample_type, spatial_dims))
             self.conv = ConvBlock(spatial_dims, in_channels, out_channels, 3, 1, pad_type, norm, "relu")
             return
-        if upsample_type == "transpose":
+        if upsample_type in ("transpose", "transpose_blur"):
             conv_t = Conv[Conv.CONVTRANS, spatial_dims]
             self.up = conv_t(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1)
+            if upsample_type == "transpose_blur":
+                self.blur = BlurPool(spatial_dims, out_channels, stride=1)
         else:
             self.up = subpixel_upsample(spatial_dims, in_channels, out_channels)
         if norm is not None:

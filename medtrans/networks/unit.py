@@ -61,7 +61,7 @@ class UNITDecoder(nn.Sequential):
         num_res_blocks: domain-specific residual blocks before the upsamplings.
         norm: normalisation.
         pad_type: padding.
-        upsample_type: ``"transpose"``, ``"resize"``, ``"linear"`` or ``"pixelshuffle"``
+        upsample_type: ``"transpose"``, ``"transpose_blur"``, ``"resize"``, ``"linear"`` or ``"pixelshuffle"``
             (see :class:`~medtrans.networks.layers.UpsampleBlock`).
     """
 
@@ -150,8 +150,8 @@ class UNIT(nn.Module):
         prior_type: ``"normal"`` or ``"gaussian_mixture"``.
         num_components: mixture components for ``"gaussian_mixture"``.
         norm: normalisation.
-        upsample_type: decoder upsampling, ``"resize"`` (default, as the reference code), ``"transpose"``, ``"linear"`` or
-            ``"pixelshuffle"``.
+        upsample_type: decoder upsampling, ``"resize"`` (default, as the reference code), ``"transpose"``, ``"linear"``,
+            ``"transpose_blur"`` or ``"pixelshuffle"``.
 
     Raises:
         ValueError: on an unknown ``prior_type`` or more shared than total residual blocks.

@@ -12,7 +12,7 @@ def _all_parameters_receive_gradient(net: torch.nn.Module, x: torch.Tensor) -> N
 
 
 @pytest.mark.parametrize("dims,shape", [(2, (2, 1, 32, 24)), (3, (1, 1, 16, 12, 20))])
-@pytest.mark.parametrize("upsample_type", ["transpose", "resize", "linear", "pixelshuffle"])
+@pytest.mark.parametrize("upsample_type", ["transpose", "resize", "linear", "pixelshuffle", "transpose_blur"])
 def test_resnet_generator_shape_range_and_gradients(dims, shape, upsample_type, seeded):
     net = ResnetGenerator(dims, 1, 1, channels=8, num_res_blocks=2, upsample_type=upsample_type)
     x = torch.randn(shape)
@@ -60,7 +60,7 @@ def test_resnet_generator_rejects_indivisible_shape():
         ResnetGenerator(2, pad_type="circular")
 
 
-@pytest.mark.parametrize("upsample_type", ["resize", "linear", "pixelshuffle", "transpose"])
+@pytest.mark.parametrize("upsample_type", ["resize", "linear", "pixelshuffle", "transpose", "transpose_blur"])
 @pytest.mark.parametrize("dims,shape", [(2, (2, 1, 32, 32)), (3, (1, 1, 16, 16, 16))])
 def test_unet_generator_shape_and_gradients(dims, shape, upsample_type, seeded):
     net = UNetGenerator(dims, channels=(8, 16, 32), strides=(2, 2), upsample_type=upsample_type)
@@ -72,11 +72,11 @@ def test_unet_generator_shape_and_gradients(dims, shape, upsample_type, seeded):
         net(torch.randn((1, 1) + (18,) * dims))
 
 
-@pytest.mark.parametrize("upsample_type", [None, "pixelshuffle", "transpose"])
+@pytest.mark.parametrize("upsample_type", [None, "pixelshuffle", "transpose_blur", "transpose"])
 def test_trained_unet_prints_no_checkerboard_by_default(upsample_type, lesjak_t1_t2):
-    """A tiny U-Net fitted T1 → T2 on real MRI: with the default upsampling, or ICNR sub-pixel convolutions, its output
-    has no more energy at the 2-voxel period than the T2 itself; with transposed convolutions (the reference layout)
-    it has several times more."""
+    """A tiny U-Net fitted T1 → T2 on real MRI: with the default upsampling, ICNR sub-pixel convolutions or blurred
+    transposed convolutions, its output has no more energy at the 2-voxel period than the T2 itself; with transposed
+    convolutions (the reference layout) it has several times more."""
     t1, t2 = lesjak_t1_t2
     torch.manual_seed(0)
     options = {} if upsample_type is None else {"upsample_type": upsample_type}
@@ -92,3 +92,21 @@ def test_trained_unet_prints_no_checkerboard_by_default(upsample_type, lesjak_t1
         assert score < 1, f"checkerboard {score:.2f} with {upsample_type or 'the default'} upsampling"
     else:
         assert score > 2, f"checkerboard {score:.2f}: the measure misses a transposed convolution's grid"
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_blurred_transposed_convolution_passes_no_grid_whatever_its_weights(dims, seeded):
+    """The fixed blur after each transposed convolution has no gain at the 2-voxel period: even with every learned
+    weight redrawn at random, the output holds (almost) no energy there, while the plain transposed convolution's does."""
+    x = torch.randn((1, 1) + (32,) * dims)
+    fraction = {}
+    for upsample_type in ("transpose", "transpose_blur"):
+        torch.manual_seed(1)
+        net = UNetGenerator(dims, channels=(8, 16, 32), strides=(2, 2), norm=None, upsample_type=upsample_type)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.normal_(0, 0.3)
+            energy = torch.fft.fftn(net(x)[0, 0]).abs().square()
+        nyquist = sum(energy.select(axis, 16).sum() for axis in range(dims))  # the 2-voxel period along any axis
+        fraction[upsample_type] = float(nyquist / energy.sum())
+    assert fraction["transpose"] > 0.1 and fraction["transpose_blur"] < 0.01, fraction

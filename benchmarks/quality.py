@@ -37,6 +37,7 @@ translator, ``<out>/models/<run>.pt`` (``medtrans translate --model`` applies it
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import functools
 import json
@@ -111,7 +112,8 @@ def train_and_translate(method_name: str, dims: int, records: tuple[list, list],
                         model_path: Path | None = None) -> dict:
     """Train, then translate ``test_a`` whole; every ``eval_every`` iterations before the end, also translate it and
     hand ``(iteration, output)`` to ``on_eval`` (the learning curve). The trained translator is saved to ``model_path``
-    if given."""
+    if given. With ``ema_decay`` the translator is the generator's moving average, and the generator's last weights
+    translate ``test_a`` too (``"last_output"``): the same run, with and without the average."""
     seed_everything(seed)
     method = build_method(method_name, spatial_dims=dims, **overrides)
     patch = patch or PATCH[dims]
@@ -138,7 +140,11 @@ def train_and_translate(method_name: str, dims: int, records: tuple[list, list],
     if model_path is not None:
         trainer.export(model_path)
     result = Translator(trainer.model, settings).translate(test_a, maps=True)
-    return {"output": result.output, "invented": result.maps["invented"], "seconds": seconds}
+    run = {"output": result.output, "invented": result.maps["invented"], "seconds": seconds}
+    if method.generator_ema is not None:
+        last = dataclasses.replace(trainer.model, network=method.generator)
+        run["last_output"] = Translator(last, settings).translate(test_a).output
+    return run
 
 
 def score(pred: np.ndarray, test_a: Volume, test_b: Volume, mask: np.ndarray) -> dict[str, float]:
@@ -244,6 +250,11 @@ def main() -> None:
                             row = {**base, "iterations": args.iterations, "seconds": run["seconds"],
                                    **score(run["output"], test_a, test_b, mask)}
                             rows.append(row)
+                            if "last_output" in run:
+                                rows.append({**row, "method": f"{label} (last weights)",
+                                             **score(run["last_output"], test_a, test_b, mask)})
+                                print(f"  last weights instead of the average: PSNR {rows[-1]['psnr']:.2f} SSIM "
+                                      f"{rows[-1]['ssim3d']:.3f} r(source) {rows[-1]['r_source']:.2f}", flush=True)
                             print(f"{task} {test} {split} {label} seed {seed} [{args.label}]: {args.iterations} it in "
                                   f"{run['seconds'] / 60:.1f} min; PSNR {row['psnr']:.2f} SSIM {row['ssim3d']:.3f} "
                                   f"checkerboard {row['checkerboard']:.2f} r(source) {row['r_source']:.2f}", flush=True)

@@ -83,10 +83,11 @@ class TranslationModel:
     @classmethod
     def for_training(cls, method: TranslationMethod, stream: TrainStream,
                      inference: dict[str, Any] | None = None) -> TranslationModel:
-        """The translator a training run produces: ``method``'s live A→B generator (weights shared, not copied),
-        domain A's preprocessing, domain B's intensities (from the volumes in memory) and the inference defaults."""
+        """The translator a training run produces: ``method``'s live A→B network (its generator, or the generator's
+        moving average with ``ema_decay``; weights shared, not copied), domain A's preprocessing, domain B's
+        intensities (from the volumes in memory) and the inference defaults."""
         return cls(
-            network=method.generator,
+            network=method.translator,
             network_def=method.generator_def,
             spatial_dims=method.spatial_dims,
             preprocessing=stream.preprocessing_a,

@@ -132,6 +132,10 @@ class TranslationMethod(nn.Module):
         compile_type: ``"none"`` (default), or a ``torch.compile`` mode for every network (``"default"``,
             ``"reduce-overhead"`` — CUDA graphs, for launch-bound steps —, ``"max-autotune"``). The networks are
             compiled in place, so checkpoints are unchanged; the first steps pay the compilation.
+        ema_decay: 0 (default) translates with the generator as trained; in (0, 1), with an exponential moving
+            average of its weights (Yazıcı et al., ICLR 2019), updated after every step with the decay
+            ``min(ema_decay, (1 + t) / (10 + t))`` at step ``t`` (short runs are not dominated by the initial
+            weights). The average is what the saved translator, validation and inference use; training is unchanged.
     """
 
     name: ClassVar[str] = ""
@@ -159,6 +163,7 @@ class TranslationMethod(nn.Module):
         init_type: str = "normal",
         init_gain: float = 0.02,
         compile_type: str = "none",
+        ema_decay: float = 0.0,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -169,6 +174,8 @@ class TranslationMethod(nn.Module):
             raise ValueError(f"init_type must be one of {INIT_TYPES}, got {init_type!r}")
         if compile_type not in COMPILE_TYPES:
             raise ValueError(f"compile_type must be one of {COMPILE_TYPES}, got {compile_type!r}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.lr = lr
@@ -182,6 +189,8 @@ class TranslationMethod(nn.Module):
         self.init_type = init_type
         self.init_gain = init_gain
         self.compile_type = compile_type
+        self.ema_decay = ema_decay
+        self.generator_ema: nn.Module | None = None  # built by setup() when ema_decay > 0
         self.structure_specs = [dict(s) for s in structure_losses]
         self.structure_terms = nn.ModuleList(structure_loss(s, spatial_dims) for s in self.structure_specs)
         self.adversarial_loss = AdversarialLoss(adversarial_criterion)
@@ -229,6 +238,12 @@ class TranslationMethod(nn.Module):
     def generator(self) -> nn.Module:
         """The A→B network that inference uses."""
         return getattr(self, self._generator_attribute)
+
+    @property
+    def translator(self) -> nn.Module:
+        """The A→B network a trained translator is made of: the generator's moving average when ``ema_decay`` > 0
+        (once :meth:`setup` has built it), else the generator itself."""
+        return self.generator if self.generator_ema is None else self.generator_ema
 
     @property
     def generator_def(self) -> dict[str, Any]:
@@ -373,6 +388,8 @@ class TranslationMethod(nn.Module):
               iterations: int | None = None) -> TranslationMethod:
         """Move to ``device``, make ranks start from rank 0's weights, resolve the precision for batches of
         ``batch_voxels`` voxels, and create optimisers, schedulers (for a run of ``iterations``) and scaler."""
+        if self.ema_decay and self.generator_ema is None:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         self.to(device)
         broadcast_from_main(t for t in self.state_dict().values() if isinstance(t, torch.Tensor) and t.is_floating_point())
         self.amp = resolve_precision(self.precision, self.device, batch_voxels)
@@ -389,7 +406,7 @@ class TranslationMethod(nn.Module):
         if self.compile_type != "none":
             mode = None if self.compile_type == "default" else self.compile_type
             for network in self.children():
-                if any(True for _ in network.parameters()):
+                if network is not self.generator_ema and any(True for _ in network.parameters()):
                     network.compile(mode=mode)
         return self
 
@@ -405,8 +422,19 @@ class TranslationMethod(nn.Module):
         self.scaler.update()
         for scheduler in self.schedulers.values():
             scheduler.step()
+        if self.generator_ema is not None:
+            self._update_ema()
         self.iteration += 1
         return {k: float(v.detach()) for k, v in losses.items()}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """Move the average toward the generator's weights (and copy its buffers, e.g. batch-norm statistics)."""
+        decay = min(self.ema_decay, (1 + self.iteration) / (10 + self.iteration))
+        for average, current in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            average.lerp_(current.detach(), 1.0 - decay)
+        for average, current in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            average.copy_(current)
 
     def training_state(self) -> dict[str, Any]:
         """Everything a resumed run needs: networks (and image pools), optimisers, schedulers, scaler, iteration."""

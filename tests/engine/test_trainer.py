@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ignite.engine import Events
 
 from medtrans.data import ImageRecord, TrainStream
 from medtrans.engine import TranslationTrainer, latest_checkpoint
@@ -135,3 +136,37 @@ def test_validation_scores_whole_volumes_and_keeps_the_best_generator(tmp_path, 
     assert best.spatial_dims == 2 and trainer.best >= metrics["val_psnr"] - 1e-9
     scored = [r.args[0] for r in caplog.records if r.getMessage().startswith("validation at iteration")]
     assert scored == [2, 3]  # at the checkpoint interval and at the end of the (partial) last period
+
+
+def _tiny_nec(**kwargs):
+    return build_method("nec", spatial_dims=2, generator={"channels": (4, 8), "strides": (2,)},
+                        discriminator={"channels": 4, "num_layers": 2, "num_scales": 1}, lr_decay_iters=0, **kwargs)
+
+
+def test_the_translator_is_the_generators_moving_average_and_resumes_exactly(tmp_path):
+    seed_everything(0)
+    method = _tiny_nec(ema_decay=0.9)
+    trainer = _tiny_trainer(tmp_path / "one", method, iterations=4, checkpoint_interval=2)
+    snapshots = [{k: v.clone() for k, v in method.generator.state_dict().items()}]  # the average starts here
+    trainer.add_event_handler(Events.ITERATION_COMPLETED,
+                              lambda _: snapshots.append({k: v.clone() for k, v in method.generator.state_dict().items()}))
+    trainer.run()
+    expected = snapshots[0]
+    for t, weights in enumerate(snapshots[1:]):
+        decay = min(0.9, (1 + t) / (10 + t))
+        expected = {k: decay * expected[k] + (1 - decay) * weights[k] for k in expected}
+    average = method.generator_ema.state_dict()
+    assert all(torch.allclose(average[k], expected[k], atol=1e-6) for k in expected)
+    saved = load_model(tmp_path / "one" / "checkpoint_00000004.pt").network.state_dict()
+    last = method.generator.state_dict()
+    assert all(torch.allclose(saved[k], average[k]) for k in average)  # the translator holds the average...
+    assert not all(torch.allclose(saved[k], last[k]) for k in last)  # ...not the last weights
+
+    seed_everything(0)  # the same run, stopped at the checkpoint of iteration 2 and resumed
+    _tiny_trainer(tmp_path / "two", _tiny_nec(ema_decay=0.9), iterations=2, checkpoint_interval=2).run()
+    seed_everything(0)
+    resumed = _tiny_nec(ema_decay=0.9)
+    _tiny_trainer(tmp_path / "two", resumed, iterations=4, checkpoint_interval=2).run()
+    assert all(torch.allclose(resumed.generator_ema.state_dict()[k], average[k], atol=1e-6) for k in average)
+    with pytest.raises(ValueError, match="ema_decay must lie in"):
+        _tiny_nec(ema_decay=1.0)

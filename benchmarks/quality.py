@@ -18,8 +18,8 @@ pix2pix, the paired baseline, always trains on both contrasts of every other sub
 
 Training: medtrans's own engine and defaults (networks, schedule), foreground sampling, 3D 48³ patches batch 1 or 2D
 128² axial slices batch 4 (``--patch`` changes it), both domains' intensities mapped by medtrans's default
-(1st–99th foreground percentiles → [-1, 1]; ``--intensity`` changes it), for exactly ``--iterations`` iterations per seed — figures are
-reproducible across machines; the wall time is reported beside them. The test volume is translated whole
+(1st–99th foreground percentiles → [-1, 1]; ``--intensity`` changes it), for exactly ``--iterations`` iterations per
+seed — figures are reproducible across machines; the wall time is reported beside them. The test volume is translated whole
 (3D: 96³ windows, overlap 0.25; 2D: every axial slice).
 
 Scores (``medtrans.evaluate``, inside the brain mask): each volume scaled by its own 1st–99th brain percentiles to

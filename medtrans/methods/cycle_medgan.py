@@ -23,7 +23,8 @@ class CycleMedGAN(CycleGAN):
     both domains, ``F`` being the features of the discriminator of the image's domain (as Cycle-MedGAN reads its
     discriminator) or of a cached pretrained network. Default weights are medtrans's choice (λ_p = 10 so the
     perceptual term starts on the scale of CycleGAN's λ_cyc L1 term; λ_s = 1000 because the normalised Gram
-    differences are ~1e-4 of the perceptual ones); the L1 cycle term is off as in Cycle-MedGAN, which replaces it.
+    differences are ~1e-4 of the perceptual ones); the L1 cycle term is off as in Cycle-MedGAN, which replaces it, and
+    with it CycleGAN's identity term (weight λ_cyc λ_idt).
 
     Args:
         spatial_dims: 2 or 3.

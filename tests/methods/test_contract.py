@@ -14,7 +14,7 @@ from tests.methods.conftest import METHOD_OF, TINY
 TERMS = {
     "pix2pix": {"g_gan", "g_l1", "d"},
     "cyclegan": {"g_gan", "cycle", "identity", "d"},
-    "cycle_medgan": {"g_gan", "cycle_perceptual", "cycle_style", "identity", "d"},
+    "cycle_medgan": {"g_gan", "cycle_perceptual", "cycle_style", "d"},  # λ_idt is relative to the L1 cycle term, off
     "cut": {"g_gan", "nce", "nce_identity", "d"},
     "fastcut": {"g_gan", "nce", "d"},
     "nec": {"g_gan", "ngf", "d"},
@@ -65,3 +65,21 @@ def test_every_trained_network_follows_init_type(variant, tiny):
         assert weight.std().item() == pytest.approx(expected, rel=0.2), (variant, module)
         checked += 1
     assert checked > 0
+
+
+@pytest.mark.parametrize(
+    "variant, options, identity",
+    [("cyclegan", {}, True), ("cyclegan", {"lambda_identity": 0.0}, False), ("cycle_medgan", {}, False),
+     ("cycle_medgan", {"lambda_cycle": 1.0}, True)],
+)
+def test_identity_term_runs_only_at_a_nonzero_weight(variant, options, identity, tiny):
+    """The identity term weighs λ_cyc λ_idt (λ_idt relative to the L1 cycle term, as in the reference code): at weight 0
+    — Cycle-MedGAN's default, whose L1 cycle term is off — neither generator runs a third time."""
+    name, kwargs, _ = tiny(variant)
+    method = build_method(name, spatial_dims=2, **kwargs, **options).setup("cpu")
+    calls = []
+    method.g_ab.register_forward_hook(lambda *_: calls.append(1))
+    batch = {"a": torch.rand(1, 1, 32, 32) * 2 - 1, "b": torch.rand(1, 1, 32, 32) * 2 - 1}
+    losses = method.training_step(batch)
+    assert ("identity" in losses) is identity
+    assert len(calls) == (3 if identity else 2)

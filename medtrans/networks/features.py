@@ -16,6 +16,7 @@ from monai.networks.layers.factories import Conv
 from torch import nn
 
 from medtrans.networks.discriminators import discriminator_features
+from medtrans.networks.layers import BlurPool
 
 __all__ = [
     "ConvFeatures",
@@ -63,10 +64,16 @@ class DiscriminatorFeatures(FeatureExtractor):
 class ConvFeatures(FeatureExtractor):
     """A small N-D convolutional feature pyramid that medtrans builds itself (no download, any ``spatial_dims``).
 
-    Each stage is conv 3 → LeakyReLU → stride-2 conv 3 → LeakyReLU; ``forward`` returns every stage's output. Its
-    weights are drawn from their own seeded generator, so the same ``seed`` gives the same network whatever the global
-    RNG state. Frozen, it is a fixed structure descriptor for self-similarity losses (self-similarity of random
+    The input is first low-passed by a fixed ``[1, 2, 1]`` blur (:class:`~medtrans.networks.layers.BlurPool` at stride
+    1), then each stage is conv 3 → LeakyReLU → stride-2 conv 3 → LeakyReLU; ``forward`` returns every stage's output.
+    Its weights are drawn from their own seeded generator, so the same ``seed`` gives the same network whatever the
+    global RNG state. Frozen, it is a fixed structure descriptor for self-similarity losses (self-similarity of random
     convolutional features, in the spirit of MIND-like descriptors); trainable, it is LSeSim's learned extractor.
+
+    Why the blur: random filters respond to the 2-voxel period as strongly as to anatomy, and the LeakyReLUs and strided
+    convolutions fold a grid's modulation back into coarse features. Without it, a checkerboard whose amplitude
+    follows the source matches the source's self-similarity better than the real target contrast does, and FSeSim's
+    generator learned exactly that (docs/benchmarks.md). The blur has no gain at that period, so no grid reaches it.
 
     Args:
         spatial_dims: 2 or 3.
@@ -78,6 +85,7 @@ class ConvFeatures(FeatureExtractor):
     def __init__(self, spatial_dims: int, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64), seed: int = 0) -> None:
         super().__init__()
         conv = Conv[Conv.CONV, spatial_dims]
+        self.low_pass = BlurPool(spatial_dims, in_channels, stride=1)
         stages, prev = [], in_channels
         for ch in channels:
             stages.append(nn.Sequential(conv(prev, ch, 3, padding=1), nn.LeakyReLU(0.2), conv(ch, ch, 3, stride=2, padding=1), nn.LeakyReLU(0.2)))
@@ -91,6 +99,7 @@ class ConvFeatures(FeatureExtractor):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
+        x = self.low_pass(x)
         for stage in self.stages:
             x = stage(x)
             features.append(x)

@@ -9,7 +9,10 @@ slices), trainB = T2 of lesjak patient19 + TCGA-FG-6692 (206), testA/testB_gt = 
 This script stacks each PNG folder into one NIfTI volume (slices along the last axis, 1 mm, no reorientation), trains a
 medtrans method on 128×128 slices, batch 1, uniform slice sampling, intensities 0–255 mapped to [-1, 1] as the
 reference code maps them, translates testA slice by slice, writes the outputs as PNGs under the testA names (network
-range back to 0–255, as the reference's ``tensor2im``), and runs the protocol's ``score`` on them. ``--score-at`` also
+range back to 0–255, as the reference's ``tensor2im``), and runs the protocol's ``score`` on them. The summary adds
+r(source), the outputs' correlation with the test T1 in the mask (negative once the contrast is flipped), and the
+checkerboard measure of ``medtrans.metrics`` on the stacked slices (the outputs' energy at the 2-pixel period relative
+to the target's; 1 = none added). ``--score-at`` also
 scores the model at earlier iterations of the same run: one run gives the learning curve, the reported training time
 leaves the scoring out, and the learning rate follows the whole run's schedule (by default constant for its first half,
 so a point scored there is not the model a shorter run ends with, whose rate has decayed).
@@ -46,6 +49,7 @@ from medtrans.engine.command import parse_assignments
 from medtrans.inference import InferenceSettings, Translator
 from medtrans.io import read_volume
 from medtrans.methods import build_method
+from medtrans.metrics import checkerboard
 from medtrans.utils import seed_everything
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -128,6 +132,7 @@ def main() -> None:
             Image.fromarray(pixels[:, :, i]).save(predictions / name)
         # r(source): the translation's correlation with the test T1 inside the mask; negative once the contrast is flipped
         r_source = {"model": correlation(pixels.astype(np.float32), source, mask), "target": correlation(target, source, mask)}
+        grid = checkerboard(pixels.astype(np.float32), target, mask)  # 2-voxel-period energy relative to the target's
         scores = predictions.with_suffix(".json")
         subprocess.run([sys.executable, str(TOOL), "score", "--data", str(data), "--pred", str(predictions), "--label",
                         label, "--out", str(scores)], check=True)
@@ -135,7 +140,7 @@ def main() -> None:
                         str(predictions.with_suffix(".png"))], check=True)
         summary = {"label": label, "iterations": iterations, "train_seconds": seconds, "seed": args.seed,
                    "options": args.set, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                   "r_source": r_source, "scores": json.loads(scores.read_text())}
+                   "r_source": r_source, "checkerboard": grid, "scores": json.loads(scores.read_text())}
         (predictions.with_suffix(".summary.json")).write_text(json.dumps(summary, indent=2))
         print(json.dumps(summary, indent=2), flush=True)
         clock["scoring"] += time.perf_counter() - begin

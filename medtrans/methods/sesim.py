@@ -31,8 +31,10 @@ class SeSim(TranslationMethod):
     "discriminator"`` reads D's layers instead (as Cycle-MedGAN does). ConvFeatures keep their own initialisation
     whatever ``init_type``: it defines FSeSim's descriptor and is LSeSim's starting point.
 
-    Defaults: ``variant="fsesim"`` with the cosine loss, λ_S = 10, 256 patches, window 32 in 2D / 8 in 3D; LSGAN;
-    Adam 2e-4, β₁ = 0.5.
+    Defaults: ``variant="fsesim"`` with the cosine loss, λ_S = 1, 256 patches, window 32 in 2D / 8 in 3D; LSGAN;
+    Adam 2e-4, β₁ = 0.5. The reference code's λ_S = 10 weighs its VGG features; against the random features above it
+    let the self-similarity term outweigh the discriminator, and FSeSim's generator covered its output with a grid
+    (docs/benchmarks.md); at λ_S = 1 it learned the T1→T2 flip without one.
 
     Args:
         spatial_dims: 2 or 3.
@@ -57,7 +59,7 @@ class SeSim(TranslationMethod):
         feature_channels: Sequence[int] = (16, 32, 64),
         generator: Mapping[str, Any] | None = None,
         discriminator: Mapping[str, Any] | None = None,
-        lambda_spatial: float = 10.0,
+        lambda_spatial: float = 1.0,
         patch_size: int | None = None,
         num_patches: int = 256,
         **kwargs: Any,

@@ -131,8 +131,9 @@ def main() -> None:
         for i, name in enumerate(names["testA"]):
             Image.fromarray(pixels[:, :, i]).save(predictions / name)
         # r(source): the translation's correlation with the test T1 inside the mask; negative once the contrast is flipped
-        r_source = {"model": correlation(pixels.astype(np.float32), source, mask), "target": correlation(target, source, mask)}
-        grid = checkerboard(pixels.astype(np.float32), target, mask)  # 2-voxel-period energy relative to the target's
+        output = pixels.astype(np.float32)
+        r_source = {"model": correlation(output, source, mask), "target": correlation(target, source, mask)}
+        grid = checkerboard(output, target, mask)  # 2-voxel-period energy relative to the target's
         scores = predictions.with_suffix(".json")
         subprocess.run([sys.executable, str(TOOL), "score", "--data", str(data), "--pred", str(predictions), "--label",
                         label, "--out", str(scores)], check=True)

@@ -39,6 +39,12 @@ def spm_template_domains(root: Path) -> tuple[Path, Path]:
     return folders[0], folders[1]
 
 
+def checkerboard_pattern(shape: tuple[int, ...]) -> torch.Tensor:
+    """``(B, C, *spatial)`` of ±1 alternating along every spatial axis (the 2-voxel period), +1 at the origin."""
+    parity = torch.stack(torch.meshgrid(*[torch.arange(n) for n in shape[2:]], indexing="ij")).sum(0) % 2
+    return (1.0 - 2.0 * parity).expand(shape)
+
+
 def to_unit_range(volume: np.ndarray) -> np.ndarray:
     """1-99th percentile of the foreground (> 0) mapped to [-1, 1], background -1."""
     fg = volume > 0

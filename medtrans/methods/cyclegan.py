@@ -86,9 +86,10 @@ class CycleGAN(TranslationMethod):
         cycle = self.cycle_terms(real_a, rec_a, real_b, rec_b)
         loss_g = loss_g + cycle.pop("total")
         losses.update({k: v.detach() for k, v in cycle.items()})
-        if self.lambda_cycle * self.lambda_identity > 0:  # both generators run once more, so skip it at weight 0
+        identity_weight = self.lambda_cycle * self.lambda_identity
+        if identity_weight > 0:  # both generators run once more, so skip it at weight 0
             idt = F.l1_loss(self.g_ab(real_b), real_b) + F.l1_loss(self.g_ba(real_a), real_a)
-            loss_g = loss_g + self.lambda_cycle * self.lambda_identity * idt
+            loss_g = loss_g + identity_weight * idt
             losses["identity"] = idt.detach()
         if self.structure_specs:
             structure = self.structure_penalty(real_a, fake_b) + self.structure_penalty(real_b, fake_a)

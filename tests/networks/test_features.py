@@ -13,6 +13,7 @@ from medtrans.networks import (
     PretrainedWeightsUnavailableError,
     ResnetGenerator,
 )
+from tests.conftest import checkerboard_pattern
 
 
 def test_discriminator_features_cover_every_scale(seeded):
@@ -23,12 +24,6 @@ def test_discriminator_features_cover_every_scale(seeded):
     assert [tuple(f.shape[2:]) for f in chosen] == [(12, 12, 12), (6, 6, 6)]
 
 
-def _checkerboard(shape: torch.Size) -> torch.Tensor:
-    """±1 alternating along every spatial axis (the 2-voxel period)."""
-    grids = torch.meshgrid(*[torch.arange(n) for n in shape[2:]], indexing="ij")
-    return (sum(grids) % 2 * 2 - 1).float().expand(shape)
-
-
 @pytest.mark.parametrize("dims", [2, 3])
 def test_conv_features_cannot_be_fooled_by_a_checkerboard(lesjak_t1_t2, dims):
     """FSeSim's descriptor: a grid added to the input changes no feature, and a grid whose amplitude follows the source
@@ -36,7 +31,7 @@ def test_conv_features_cannot_be_fooled_by_a_checkerboard(lesjak_t1_t2, dims):
     generator trained against it wrote the source's structure as a checkerboard)."""
     t1, t2 = (v[..., 24] if dims == 2 else v for v in lesjak_t1_t2)
     features = ConvFeatures(dims)
-    grid = _checkerboard(t1.shape)
+    grid = checkerboard_pattern(tuple(t1.shape))
     modulated = grid * (t1 + 1) / 2 - 0.2
     loss = SpatialCorrelativeLoss("cos", patch_size=16 if dims == 2 else 8, num_patches=256)
     with torch.no_grad():
@@ -45,7 +40,7 @@ def test_conv_features_cannot_be_fooled_by_a_checkerboard(lesjak_t1_t2, dims):
         to_t2 = loss(features(t1), features(t2))
         torch.manual_seed(0)
         to_grid = loss(features(t1), features(modulated))
-    assert to_grid > to_t2 + 0.1, (to_grid, to_t2)  # without the blur: 0.31 against 0.44 in 2D, 0.31 against 0.44 in 3D
+    assert to_grid > to_t2 + 0.1, (to_grid, to_t2)  # without the blur: 0.30 against 0.44 in 2D, 0.19 against 0.44 in 3D
 
 
 def test_hook_features_read_named_layers(seeded):

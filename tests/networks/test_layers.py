@@ -4,6 +4,7 @@ from monai.networks.layers.factories import Pad
 
 from medtrans.methods.base import INIT_TYPES, init_weights
 from medtrans.networks.layers import BlurPool, ConvBlock, DownsampleBlock, UpsampleBlock
+from tests.conftest import checkerboard_pattern
 
 
 @pytest.mark.parametrize("dims", [1, 2, 3])
@@ -41,8 +42,7 @@ def test_linear_upsampling_is_the_cut_repository_up_filter():
 def test_blurpool_removes_the_aliasing_of_a_strided_sampling(dims):
     """A strided sampling folds the finest (2-voxel) pattern into a constant; the low-pass first removes it, keeps a
     constant, and halves odd and even sides as a stride-2 convolution does."""
-    grid = torch.stack(torch.meshgrid(*[torch.arange(8)] * dims, indexing="ij")).sum(0)
-    checker = (1.0 - 2.0 * (grid % 2)).expand(1, 3, *grid.shape)
+    checker = checkerboard_pattern((1, 3) + (8,) * dims)
     assert torch.equal(checker[(Ellipsis,) + (slice(None, None, 2),) * dims], torch.ones((1, 3) + (4,) * dims))
     blur = BlurPool(dims, 3)
     assert blur(checker).abs().max() < 1e-6

@@ -8,6 +8,7 @@ computed from logits so that they are safe under CUDA autocast); it averages ove
 from medtrans.losses.adversarial import ADVERSARIAL_CRITERIA, AdversarialLoss
 from medtrans.losses.cycle import CyclePerceptualLoss, CycleStyleLoss, gram_matrix
 from medtrans.losses.kl import GaussianKLLoss, GaussianMixtureKLLoss
+from medtrans.losses.lncc import LNCCLoss
 from medtrans.losses.ngf import NGFLoss, normalized_gradient_field, spatial_gradient
 from medtrans.losses.patchnce import PatchNCELoss
 from medtrans.losses.selfsim import SpatialCorrelativeLoss, patch_self_similarity
@@ -19,6 +20,7 @@ __all__ = [
     "CycleStyleLoss",
     "GaussianKLLoss",
     "GaussianMixtureKLLoss",
+    "LNCCLoss",
     "NGFLoss",
     "PatchNCELoss",
     "SpatialCorrelativeLoss",

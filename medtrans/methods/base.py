@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from medtrans.distributed import average_gradients, broadcast_from_main
-from medtrans.losses import AdversarialLoss, NGFLoss
+from medtrans.losses import AdversarialLoss, LNCCLoss, NGFLoss
 from medtrans.model import build_network
 from medtrans.networks import discriminator_logits
 from medtrans.networks.layers import reinit_subpixel
@@ -37,13 +37,19 @@ def structure_loss(spec: Mapping[str, Any], spatial_dims: int) -> nn.Module:
     """A structure loss between source and translation from a config entry, e.g. ``{"type": "ngf", "eps": 0.15}``.
 
     Raises:
-        ValueError: on an unknown type.
+        ValueError: on an unknown type, or a ``warmup`` that is not ``[start, end]`` with ``0 <= start < end``.
     """
+    warmup = spec.get("warmup", (0, 1))
+    if not (isinstance(warmup, Sequence) and len(warmup) == 2 and all(isinstance(i, int) for i in warmup)
+            and 0 <= warmup[0] < warmup[1]):
+        raise ValueError(f"structure loss warmup must be [start, end] iterations with 0 <= start < end, got {warmup!r}")
     kind = spec.get("type")
-    args = {k: v for k, v in spec.items() if k not in ("type", "weight")}
+    args = {k: v for k, v in spec.items() if k not in ("type", "weight", "warmup")}
     if kind == "ngf":
         return NGFLoss(spatial_dims, **args)
-    raise ValueError(f"unknown structure loss type {kind!r}; available: 'ngf'")
+    if kind == "lncc":
+        return LNCCLoss(spatial_dims, **args)
+    raise ValueError(f"unknown structure loss type {kind!r}; available: 'ngf', 'lncc'")
 
 
 def _linear_decay(constant: int, decay: int):
@@ -122,8 +128,9 @@ class TranslationMethod(nn.Module):
             The run's length is what :meth:`setup` is given; without one, the rate stays constant.
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :mod:`medtrans.precision`).
         structure_losses: extra terms between each source and its translation added to the generator loss, e.g.
-            ``[{"type": "ngf", "weight": 1.0, "eps": 0.15}]`` (CycleGAN + NGF, CUT + NGF...); logged as
-            ``structure``.
+            ``[{"type": "ngf", "weight": 1.0, "eps": 0.15}]`` (CycleGAN + NGF, CUT + NGF...) or ``{"type": "lncc",
+            "kernel_size": 7}`` (:class:`~medtrans.losses.LNCCLoss`); ``"warmup": [start, end]`` ramps a term's weight
+            linearly from 0 at iteration ``start`` to ``weight`` at ``end``. Logged, weighted, as ``structure``.
         adversarial_criterion: ``"least_squares"`` (LSGAN), ``"bce"`` or ``"hinge"``
             (:class:`~medtrans.losses.AdversarialLoss`).
         init_type: weight initialisation of every network (see :func:`init_weights`; ``"normal"`` = N(0, 0.02) as
@@ -293,10 +300,14 @@ class TranslationMethod(nn.Module):
         return 0.5 * (loss_real + loss_fake)
 
     def structure_penalty(self, source: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        """Weighted sum of the configured extra structure losses between a source and its translation."""
+        """Weighted sum of the configured extra structure losses between a source and its translation; a term with
+        ``"warmup": [start, end]`` weighs 0 before iteration ``start`` and reaches its weight at ``end``, linearly."""
         total = source.new_zeros((), dtype=torch.float32)
         for spec, term in zip(self.structure_specs, self.structure_terms):
-            total = total + float(spec.get("weight", 1.0)) * term(source.float(), output.float())
+            start, end = spec.get("warmup", (0, 0))
+            ramp = 1.0 if self.iteration >= end else max(0.0, (self.iteration - start) / (end - start))
+            if ramp > 0:
+                total = total + ramp * float(spec.get("weight", 1.0)) * term(source.float(), output.float())
         return total
 
     def gan_step(

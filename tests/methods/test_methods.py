@@ -69,6 +69,20 @@ def test_structure_losses_combine_with_any_method(tiny):
     assert "structure" in method.training_step(batch)
     with pytest.raises(ValueError, match="unknown structure loss"):
         build_method(name, spatial_dims=2, structure_losses=[{"type": "mind"}], **kwargs)
+    for warmup in ([5, 5], [10, 2], [-1, 4], [0.5, 2], "ab", [1, 2, 3]):
+        with pytest.raises(ValueError, match="warmup must be"):
+            build_method(name, spatial_dims=2, structure_losses=[{"type": "lncc", "warmup": warmup}], **kwargs)
+
+
+def test_structure_warmup_ramps_the_weight(tiny):
+    name, kwargs, _ = tiny("nec")
+    method = build_method(name, spatial_dims=2, structure_losses=[{"type": "lncc", "weight": 2.0, "warmup": [10, 30]},
+                                                                  {"type": "ngf"}], **kwargs)
+    source, output = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
+    lncc, ngf = (term(source, output).item() for term in method.structure_terms)
+    for iteration, expected in ((0, ngf), (10, ngf), (20, ngf + lncc), (30, ngf + 2 * lncc), (1000, ngf + 2 * lncc)):
+        method.iteration = iteration
+        assert method.structure_penalty(source, output).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_unknown_method_and_mismatched_data(tiny, tmp_path):

@@ -9,6 +9,7 @@ from medtrans.losses.adversarial import ADVERSARIAL_CRITERIA, AdversarialLoss
 from medtrans.losses.cycle import CyclePerceptualLoss, CycleStyleLoss, gram_matrix
 from medtrans.losses.kl import GaussianKLLoss, GaussianMixtureKLLoss
 from medtrans.losses.lncc import LNCCLoss
+from medtrans.losses.mutual_information import MutualInformationLoss
 from medtrans.losses.ngf import NGFLoss, normalized_gradient_field, spatial_gradient
 from medtrans.losses.patchnce import PatchNCELoss
 from medtrans.losses.selfsim import SpatialCorrelativeLoss, patch_self_similarity
@@ -21,6 +22,7 @@ __all__ = [
     "GaussianKLLoss",
     "GaussianMixtureKLLoss",
     "LNCCLoss",
+    "MutualInformationLoss",
     "NGFLoss",
     "PatchNCELoss",
     "SpatialCorrelativeLoss",

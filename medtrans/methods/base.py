@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from medtrans.distributed import average_gradients, broadcast_from_main
-from medtrans.losses import AdversarialLoss, LNCCLoss, NGFLoss
+from medtrans.losses import AdversarialLoss, LNCCLoss, MutualInformationLoss, NGFLoss
 from medtrans.model import build_network
 from medtrans.networks import discriminator_logits
 from medtrans.networks.layers import reinit_subpixel
@@ -49,7 +49,9 @@ def structure_loss(spec: Mapping[str, Any], spatial_dims: int) -> nn.Module:
         return NGFLoss(spatial_dims, **args)
     if kind == "lncc":
         return LNCCLoss(spatial_dims, **args)
-    raise ValueError(f"unknown structure loss type {kind!r}; available: 'ngf', 'lncc'")
+    if kind == "mi":
+        return MutualInformationLoss(**args)
+    raise ValueError(f"unknown structure loss type {kind!r}; available: 'ngf', 'lncc', 'mi'")
 
 
 def _linear_decay(constant: int, decay: int):
@@ -129,7 +131,8 @@ class TranslationMethod(nn.Module):
         precision: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :mod:`medtrans.precision`).
         structure_losses: extra terms between each source and its translation added to the generator loss, e.g.
             ``[{"type": "ngf", "weight": 1.0, "eps": 0.15}]`` (CycleGAN + NGF, CUT + NGF...) or ``{"type": "lncc",
-            "kernel_size": 7}`` (:class:`~medtrans.losses.LNCCLoss`); ``"warmup": [start, end]`` ramps a term's weight
+            "kernel_size": 7}`` (:class:`~medtrans.losses.LNCCLoss`) or ``{"type": "mi"}``
+            (:class:`~medtrans.losses.MutualInformationLoss`); ``"warmup": [start, end]`` ramps a term's weight
             linearly from 0 at iteration ``start`` to ``weight`` at ``end``. Logged, weighted, as ``structure``.
         adversarial_criterion: ``"least_squares"`` (LSGAN), ``"bce"`` or ``"hinge"``
             (:class:`~medtrans.losses.AdversarialLoss`).

@@ -24,7 +24,8 @@ class LNCCLoss(LocalNormalizedCrossCorrelationLoss):
         spatial_dims: 1, 2 or 3.
         kernel_size: odd side of the window (voxels).
         kernel_type: ``"rectangular"``, ``"triangular"`` or ``"gaussian"``.
-        **kwargs: MONAI's ``reduction``, ``smooth_nr``, ``smooth_dr``.
+        reduction: ``"mean"``, or ``"none"`` for the map of the windows inside the image.
+        **kwargs: MONAI's ``smooth_nr``, ``smooth_dr``.
     """
 
     def __init__(self, spatial_dims: int = 3, kernel_size: int = 7, kernel_type: str = "rectangular",

@@ -307,8 +307,8 @@ class TranslationMethod(nn.Module):
         ``"warmup": [start, end]`` weighs 0 before iteration ``start`` and reaches its weight at ``end``, linearly."""
         total = source.new_zeros((), dtype=torch.float32)
         for spec, term in zip(self.structure_specs, self.structure_terms):
-            start, end = spec.get("warmup", (0, 0))
-            ramp = 1.0 if self.iteration >= end else max(0.0, (self.iteration - start) / (end - start))
+            start, end = spec.get("warmup", (-1, 0))  # no warmup: full weight from iteration 0
+            ramp = min(1.0, max(0.0, (self.iteration - start) / (end - start)))
             if ramp > 0:
                 total = total + ramp * float(spec.get("weight", 1.0)) * term(source.float(), output.float())
         return total

@@ -39,9 +39,9 @@ def structure_loss(spec: Mapping[str, Any], spatial_dims: int) -> nn.Module:
     Raises:
         ValueError: on an unknown type, or a ``warmup`` that is not ``[start, end]`` with ``0 <= start < end``.
     """
-    warmup = spec.get("warmup", (0, 1))
-    if not (isinstance(warmup, Sequence) and len(warmup) == 2 and all(isinstance(i, int) for i in warmup)
-            and 0 <= warmup[0] < warmup[1]):
+    warmup = spec.get("warmup")
+    if warmup is not None and not (isinstance(warmup, Sequence) and len(warmup) == 2
+                                   and all(isinstance(i, int) for i in warmup) and 0 <= warmup[0] < warmup[1]):
         raise ValueError(f"structure loss warmup must be [start, end] iterations with 0 <= start < end, got {warmup!r}")
     kind = spec.get("type")
     args = {k: v for k, v in spec.items() if k not in ("type", "weight", "warmup")}
@@ -307,8 +307,10 @@ class TranslationMethod(nn.Module):
         ``"warmup": [start, end]`` weighs 0 before iteration ``start`` and reaches its weight at ``end``, linearly."""
         total = source.new_zeros((), dtype=torch.float32)
         for spec, term in zip(self.structure_specs, self.structure_terms):
-            start, end = spec.get("warmup", (-1, 0))  # no warmup: full weight from iteration 0
-            ramp = min(1.0, max(0.0, (self.iteration - start) / (end - start)))
+            ramp = 1.0
+            if spec.get("warmup") is not None:
+                start, end = spec["warmup"]
+                ramp = min(1.0, max(0.0, (self.iteration - start) / (end - start)))
             if ramp > 0:
                 total = total + ramp * float(spec.get("weight", 1.0)) * term(source.float(), output.float())
         return total

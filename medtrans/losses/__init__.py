@@ -12,6 +12,7 @@ from medtrans.losses.lncc import LNCCLoss
 from medtrans.losses.mutual_information import MutualInformationLoss
 from medtrans.losses.ngf import NGFLoss, normalized_gradient_field, spatial_gradient
 from medtrans.losses.patchnce import PatchNCELoss
+from medtrans.losses.polarity import POLARITY_TYPES, PolarityLoss, invert_foreground
 from medtrans.losses.selfsim import SpatialCorrelativeLoss, patch_self_similarity
 
 __all__ = [
@@ -24,9 +25,12 @@ __all__ = [
     "LNCCLoss",
     "MutualInformationLoss",
     "NGFLoss",
+    "POLARITY_TYPES",
     "PatchNCELoss",
+    "PolarityLoss",
     "SpatialCorrelativeLoss",
     "gram_matrix",
+    "invert_foreground",
     "normalized_gradient_field",
     "patch_self_similarity",
     "spatial_gradient",

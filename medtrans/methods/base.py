@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from medtrans.distributed import average_gradients, broadcast_from_main
-from medtrans.losses import AdversarialLoss, LNCCLoss, MutualInformationLoss, NGFLoss
+from medtrans.losses import AdversarialLoss, LNCCLoss, MutualInformationLoss, NGFLoss, PolarityLoss
 from medtrans.model import build_network
 from medtrans.networks import discriminator_logits
 from medtrans.networks.layers import reinit_subpixel
@@ -27,6 +27,7 @@ __all__ = ["DivergenceError", "TranslationMethod", "build_method", "init_weights
 
 INIT_TYPES = ("normal", "xavier", "kaiming", "default")
 COMPILE_TYPES = ("none", "default", "reduce-overhead", "max-autotune")
+SCHEDULE_KEYS = ("warmup", "cooldown")
 
 
 class DivergenceError(RuntimeError):
@@ -37,21 +38,37 @@ def structure_loss(spec: Mapping[str, Any], spatial_dims: int) -> nn.Module:
     """A structure loss between source and translation from a config entry, e.g. ``{"type": "ngf", "eps": 0.15}``.
 
     Raises:
-        ValueError: on an unknown type, or a ``warmup`` that is not ``[start, end]`` with ``0 <= start < end``.
+        ValueError: on an unknown type, or a ``warmup`` or ``cooldown`` that is not ``[start, end]`` with
+            ``0 <= start < end``.
     """
-    warmup = spec.get("warmup")
-    if warmup is not None and not (isinstance(warmup, Sequence) and len(warmup) == 2
-                                   and all(isinstance(i, int) for i in warmup) and 0 <= warmup[0] < warmup[1]):
-        raise ValueError(f"structure loss warmup must be [start, end] iterations with 0 <= start < end, got {warmup!r}")
+    for key in SCHEDULE_KEYS:
+        window = spec.get(key)
+        if window is not None and not (isinstance(window, Sequence) and len(window) == 2
+                                       and all(isinstance(i, int) for i in window) and 0 <= window[0] < window[1]):
+            raise ValueError(f"structure loss {key} must be [start, end] iterations with 0 <= start < end, got {window!r}")
     kind = spec.get("type")
-    args = {k: v for k, v in spec.items() if k not in ("type", "weight", "warmup")}
+    args = {k: v for k, v in spec.items() if k not in ("type", "weight", *SCHEDULE_KEYS)}
     if kind == "ngf":
         return NGFLoss(spatial_dims, **args)
     if kind == "lncc":
         return LNCCLoss(spatial_dims, **args)
     if kind == "mi":
         return MutualInformationLoss(**args)
-    raise ValueError(f"unknown structure loss type {kind!r}; available: 'ngf', 'lncc', 'mi'")
+    if kind == "polarity":
+        return PolarityLoss(**args)
+    raise ValueError(f"unknown structure loss type {kind!r}; available: 'ngf', 'lncc', 'mi', 'polarity'")
+
+
+def _schedule_factor(spec: Mapping[str, Any], iteration: int) -> float:
+    """A structure loss's weight factor at ``iteration``: ``warmup`` ramps it from 0 up to 1, ``cooldown`` from 1 down
+    to 0, linearly between their ``[start, end]``; an absent window leaves it at 1."""
+    factor = 1.0
+    for key in SCHEDULE_KEYS:
+        if spec.get(key) is not None:
+            start, end = spec[key]
+            up = min(1.0, max(0.0, (iteration - start) / (end - start)))
+            factor *= up if key == "warmup" else 1.0 - up
+    return factor
 
 
 def _linear_decay(constant: int, decay: int):
@@ -132,8 +149,10 @@ class TranslationMethod(nn.Module):
         structure_losses: extra terms between each source and its translation added to the generator loss, e.g.
             ``[{"type": "ngf", "weight": 1.0, "eps": 0.15}]`` (CycleGAN + NGF, CUT + NGF...) or ``{"type": "lncc",
             "kernel_size": 7}`` (:class:`~medtrans.losses.LNCCLoss`) or ``{"type": "mi"}``
-            (:class:`~medtrans.losses.MutualInformationLoss`); ``"warmup": [start, end]`` ramps a term's weight
-            linearly from 0 at iteration ``start`` to ``weight`` at ``end``. Logged, weighted, as ``structure``.
+            (:class:`~medtrans.losses.MutualInformationLoss`) or ``{"type": "polarity", "polarity_type": "inverted",
+            "cooldown": [0, 400]}`` (:class:`~medtrans.losses.PolarityLoss`, a prior for the first iterations);
+            ``"warmup": [start, end]`` ramps a term's weight linearly from 0 at iteration ``start`` to ``weight`` at
+            ``end``, ``"cooldown": [start, end]`` from ``weight`` down to 0. Logged, weighted, as ``structure``.
         adversarial_criterion: ``"least_squares"`` (LSGAN), ``"bce"`` or ``"hinge"``
             (:class:`~medtrans.losses.AdversarialLoss`).
         init_type: weight initialisation of every network (see :func:`init_weights`; ``"normal"`` = N(0, 0.02) as
@@ -304,13 +323,11 @@ class TranslationMethod(nn.Module):
 
     def structure_penalty(self, source: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         """Weighted sum of the configured extra structure losses between a source and its translation; a term with
-        ``"warmup": [start, end]`` weighs 0 before iteration ``start`` and reaches its weight at ``end``, linearly."""
+        ``"warmup": [start, end]`` weighs 0 before iteration ``start`` and reaches its weight at ``end``, linearly, one
+        with ``"cooldown": [start, end]`` weighs its weight until ``start`` and falls to 0 at ``end``."""
         total = source.new_zeros((), dtype=torch.float32)
         for spec, term in zip(self.structure_specs, self.structure_terms):
-            ramp = 1.0
-            if spec.get("warmup") is not None:
-                start, end = spec["warmup"]
-                ramp = min(1.0, max(0.0, (self.iteration - start) / (end - start)))
+            ramp = _schedule_factor(spec, self.iteration)
             if ramp > 0:
                 total = total + ramp * float(spec.get("weight", 1.0)) * term(source.float(), output.float())
         return total

@@ -69,20 +69,45 @@ def test_structure_losses_combine_with_any_method(tiny):
     assert "structure" in method.training_step(batch)
     with pytest.raises(ValueError, match="unknown structure loss"):
         build_method(name, spatial_dims=2, structure_losses=[{"type": "mind"}], **kwargs)
-    for warmup in ([5, 5], [10, 2], [-1, 4], [0.5, 2], "ab", [1, 2, 3]):
-        with pytest.raises(ValueError, match="warmup must be"):
-            build_method(name, spatial_dims=2, structure_losses=[{"type": "lncc", "warmup": warmup}], **kwargs)
+    for key in ("warmup", "cooldown"):
+        for window in ([5, 5], [10, 2], [-1, 4], [0.5, 2], "ab", [1, 2, 3]):
+            with pytest.raises(ValueError, match=f"{key} must be"):
+                build_method(name, spatial_dims=2, structure_losses=[{"type": "lncc", key: window}], **kwargs)
 
 
-def test_structure_warmup_ramps_the_weight(tiny):
+def test_structure_warmup_and_cooldown_ramp_the_weight(tiny):
     name, kwargs, _ = tiny("nec")
     method = build_method(name, spatial_dims=2, structure_losses=[{"type": "lncc", "weight": 2.0, "warmup": [10, 30]},
-                                                                  {"type": "ngf"}], **kwargs)
+                                                                  {"type": "ngf"},
+                                                                  {"type": "polarity", "weight": 4.0, "cooldown": [20, 40]}],
+                          **kwargs)
     source, output = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
-    lncc, ngf = (term(source, output).item() for term in method.structure_terms)
-    for iteration, expected in ((0, ngf), (10, ngf), (20, ngf + lncc), (30, ngf + 2 * lncc), (1000, ngf + 2 * lncc)):
+    lncc, ngf, polarity = (term(source, output).item() for term in method.structure_terms)
+    for iteration, expected in ((0, ngf + 4 * polarity), (10, ngf + 4 * polarity), (20, ngf + lncc + 4 * polarity),
+                                (30, ngf + 2 * lncc + 2 * polarity), (40, ngf + 2 * lncc), (1000, ngf + 2 * lncc)):
         method.iteration = iteration
         assert method.structure_penalty(source, output).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_polarity_prior_starts_nec_at_the_inverted_contrast(tiny):
+    """A few steps of the inverted-polarity prior make a tiny NEC's translation of a real T1 anticorrelated with it
+    (CSF bright, as in a T2); without it, the same steps have not inverted it."""
+    name, kwargs, _ = tiny("nec")
+    kwargs["lambda_ngf"] = 1.0
+    batch = next(_stream(name, 2, paired=False))
+    inside = batch["a"] > -1.0 + 1e-3
+
+    def correlation(structure_losses):
+        seed_everything(0)
+        method = build_method(name, spatial_dims=2, structure_losses=structure_losses, **kwargs).setup("cpu")
+        for _ in range(30):
+            method.training_step(batch)
+        with torch.no_grad():
+            output = method.translator.eval()(batch["a"])
+        return np.corrcoef(batch["a"][inside].numpy(), output[inside].numpy())[0, 1]
+
+    assert correlation([{"type": "polarity", "weight": 10.0, "cooldown": [20, 30]}]) < -0.7
+    assert correlation([]) > -0.3
 
 
 def test_unknown_method_and_mismatched_data(tiny, tmp_path):

@@ -238,6 +238,8 @@ def test_3d_options_with_a_2d_model_are_refused(option, env, capsys, tmp_path):
     (["--set", 'generator={"channels": 16}'], "--set: cannot build nec's networks"),
     (["--set", "oops"], "expected KEY=VALUE"),
     (["--set", 'variant="fastcut"'], "nec has no option 'variant'"),
+    (["--set", 'structure_losses=[{"type": "polarity", "cooldown": [200, 0]}]'], "--set: nec: structure loss cooldown"),
+    (["--set", 'structure_losses=[{"type": "polarity", "polarity_type": "negative"}]'], "--set: nec: polarity_type"),
     (["--patch-size", "16", "16", "16"], "--patch-size"),
     (["--patch-size", "50", "50", "50"], "--patch-size"),  # not a multiple of the U-Net's 8
     (["--iterations", "0"], "--iterations"),

@@ -92,6 +92,21 @@ def test_method_bundles_state_only_what_differs_from_the_base():
         assert base["method"]["name"] is None
 
 
+def test_the_t1_t2_experiment_states_only_its_structure_losses():
+    from monai.bundle import ConfigParser
+
+    from medtrans.losses import MutualInformationLoss, PolarityLoss
+
+    root = REPO / "bundles" / "nec" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(BASE / "train.yaml"), str(root / "train.yaml"), str(root / "t1_t2.yaml")])
+    parser.update({"generator": UNET, "discriminator": TINY_D["nec"]})
+    method = parser.get_parsed_content("method")
+    assert [type(t) for t in method.structure_terms] == [PolarityLoss, MutualInformationLoss]
+    assert method.structure_terms[0].polarity_type == "inverted"
+    assert [s.get("cooldown") for s in method.structure_specs] == [[0, 200], None]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("name", BUNDLES)

@@ -21,7 +21,9 @@ class NEC(TranslationMethod):
     the default patch of ``spatial_dims`` allows, see :func:`medtrans.defaults.discriminator_scales`), BCE adversarial
     loss, ε = 0.15 on [-1, 1] images (the paper's setting). The NGF term ignores contrast polarity, so the generator is
     free to invert T1 into T2 while edges must stay where the source has them. λ_NGF = 1 is medtrans's default
-    (configurable).
+    (configurable). When a run crosses from the source's contrast to the inverse is left to chance, though; for T1→T2,
+    ``structure_losses=[{"type": "polarity", "weight": 10, "cooldown": [0, 200]}, {"type": "mi"}]`` starts it there
+    and keeps it (``bundles/nec/configs/t1_t2.yaml``; docs/benchmarks.md).
 
     Args:
         spatial_dims: 2 or 3.

@@ -66,8 +66,8 @@ def _schedule_factor(spec: Mapping[str, Any], iteration: int) -> float:
     for key in SCHEDULE_KEYS:
         if spec.get(key) is not None:
             start, end = spec[key]
-            up = min(1.0, max(0.0, (iteration - start) / (end - start)))
-            factor *= up if key == "warmup" else 1.0 - up
+            down = _linear_decay(start, end - start)(iteration)
+            factor *= 1.0 - down if key == "warmup" else down
     return factor
 
 
@@ -150,7 +150,7 @@ class TranslationMethod(nn.Module):
             ``[{"type": "ngf", "weight": 1.0, "eps": 0.15}]`` (CycleGAN + NGF, CUT + NGF...) or ``{"type": "lncc",
             "kernel_size": 7}`` (:class:`~medtrans.losses.LNCCLoss`) or ``{"type": "mi"}``
             (:class:`~medtrans.losses.MutualInformationLoss`) or ``{"type": "polarity", "polarity_type": "inverted",
-            "cooldown": [0, 400]}`` (:class:`~medtrans.losses.PolarityLoss`, a prior for the first iterations);
+            "cooldown": [0, 200]}`` (:class:`~medtrans.losses.PolarityLoss`, a prior for the first iterations);
             ``"warmup": [start, end]`` ramps a term's weight linearly from 0 at iteration ``start`` to ``weight`` at
             ``end``, ``"cooldown": [start, end]`` from ``weight`` down to 0. Logged, weighted, as ``structure``.
         adversarial_criterion: ``"least_squares"`` (LSGAN), ``"bce"`` or ``"hinge"``

@@ -3,6 +3,7 @@
     python benchmarks/quality.py [--task t1-t2 t1c-flair] [--methods nec ...] [--dims 3] [--iterations 2000]
                                  [--seeds 0 1 2] [--split two all-but-one] [--folds default|all] [--patch X Y Z]
                                  [--set KEY=VALUE ...] [--intensity SPEC] [--label NAME] [--threads N] [--output DIR]
+                                 [--from-models DIR]
 
 Tasks (../shared/data, or $MEDTRANS_SHARED_DATA):
 - ``t1-t2``: lesjak-ms-mni (3 MS patients) + tcga-lgg-brainles (2 glioma patients), T1 → T2.
@@ -28,10 +29,15 @@ Scores (``medtrans.evaluate``, inside the brain mask): each volume scaled by its
 ``r_target`` / ``r_source`` — the correlation of the output with the target and with the source inside the mask (a
 T1→T2 output that flipped the contrast has r_source < 0 and r_target > 0). Baselines: the rescaled input, the input
 histogram-matched to the pooled training targets, and the contrast-inverted input histogram-matched the same way.
+Each translation is also scored after the same matching to the pooled training targets (rows ``<method>, output
+histogram-matched``: what ``medtrans translate --target-intensity histogram --reference`` does with one training
+target as the reference); that row uses no more of the test subject than the baselines do.
 
 Writes ``<out>/runs.csv`` (one row per run, appended, so several invocations share one table), ``<out>/results.md``
 (mean ± std over seeds and folds per task, split, method and label), one montage PNG per run and each run's trained
 translator, ``<out>/models/<run>.pt`` (``medtrans translate --model`` applies it again, with other inference settings).
+``--from-models DIR`` trains nothing: each run's translator is read from ``DIR/models/<run>.pt`` (same task, test,
+split, method, seed and label) and scored again (its training minutes are then not known).
 """
 
 from __future__ import annotations
@@ -57,11 +63,12 @@ from medtrans.data import ImageRecord, TrainStream
 from medtrans.data.intensity import fit_intensity, foreground_mask
 from medtrans.engine import TranslationTrainer
 from medtrans.engine.command import parse_assignments
-from medtrans.evaluate import EvaluationProtocol, evaluate_pair, histogram_baselines, pooled_foreground
+from medtrans.evaluate import EvaluationProtocol, evaluate_pair, histogram_baselines, match_to_pooled, pooled_foreground
 from medtrans.inference import InferenceSettings, Translator
 from medtrans.io import Volume, read_volume, write_volume
 from medtrans.methods import build_method
 from medtrans.metrics import checkerboard
+from medtrans.model import load_model
 from medtrans.utils import seed_everything
 from medtrans.visualize import volume_montage
 
@@ -75,6 +82,7 @@ BRATS = {f"brats-{s}": (DATA / "brats2015-deepmedic" / s / "t1c.nii.gz", DATA / 
          for s in ("brats_2013_pat0003_1", "brats_2013_pat0004_1", "brats_2013_pat0005_1", "brats_2013_pat0006_1")}
 TASKS = {"t1-t2": ({**LESJAK, **TCGA}, "lesjak-patient26"), "t1c-flair": (BRATS, "brats-brats_2013_pat0006_1")}
 PATCH = {2: [128, 128, 1], 3: [48, 48, 48]}
+INFERENCE = InferenceSettings(roi_size=(96, 96, 96), overlap=0.25, progress=False)
 BATCH = {2: 4, 3: 1}
 
 
@@ -96,9 +104,9 @@ def split_records(split: str, train: list[str], subjects: dict, paired: bool) ->
             [ImageRecord(s, subjects[s][1], subjects[s][2]) for s in b_ids])
 
 
-def baselines(test_a: Volume, mask: np.ndarray, targets: list[Path]) -> dict[str, np.ndarray]:
+def baselines(test_a: Volume, mask: np.ndarray, pooled: np.ndarray) -> dict[str, np.ndarray]:
     rescaled = fit_intensity({"type": "percentile"}, test_a.data, mask).forward(test_a.data)
-    matched = histogram_baselines(test_a.data, mask, pooled_foreground(targets))
+    matched = histogram_baselines(test_a.data, mask, pooled)
     return {"baseline: rescaled input": rescaled, **{f"baseline: {k}": v for k, v in matched.items()}}
 
 
@@ -123,14 +131,13 @@ def train_and_translate(method_name: str, dims: int, records: tuple[list, list],
                          **{f"preprocessing_{d}": {"intensity": intensity} for d in "ab" if intensity})
     trainer = TranslationTrainer(method, stream, workdir, iterations=iterations, device="auto", resume=False,
                                  tracking="none", progress=False, log_interval=max(1, iterations // 10))
-    settings = InferenceSettings(roi_size=(96, 96, 96), overlap=0.25, progress=False)
     if eval_every:
         from ignite.engine import Events
 
         def evaluate(engine) -> None:
             if engine.state.iteration < iterations:
                 method.eval()
-                on_eval(engine.state.iteration, Translator(trainer.model, settings).translate(test_a).output)
+                on_eval(engine.state.iteration, Translator(trainer.model, INFERENCE).translate(test_a).output)
                 method.train()
 
         trainer.add_event_handler(Events.ITERATION_COMPLETED(every=eval_every), evaluate)
@@ -139,12 +146,18 @@ def train_and_translate(method_name: str, dims: int, records: tuple[list, list],
     seconds = time.perf_counter() - start
     if model_path is not None:
         trainer.export(model_path)
-    result = Translator(trainer.model, settings).translate(test_a, maps=True)
+    result = Translator(trainer.model, INFERENCE).translate(test_a, maps=True)
     run = {"output": result.output, "invented": result.maps["invented"], "seconds": seconds}
     if method.generator_ema is not None:
         last = dataclasses.replace(trainer.model, network=method.generator)
-        run["last_output"] = Translator(last, settings).translate(test_a).output
+        run["last_output"] = Translator(last, INFERENCE).translate(test_a).output
     return run
+
+
+def translate_saved(model_path: Path, test_a: Volume) -> dict:
+    """A run of :func:`train_and_translate` again, from its saved translator (``--from-models``)."""
+    result = Translator(load_model(model_path), INFERENCE).translate(test_a, maps=True)
+    return {"output": result.output, "invented": result.maps["invented"], "seconds": np.nan}
 
 
 def score(pred: np.ndarray, test_a: Volume, test_b: Volume, mask: np.ndarray) -> dict[str, float]:
@@ -205,6 +218,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--output", type=Path, default=Path("benchmark_output"))
+    parser.add_argument("--from-models", type=Path, metavar="DIR",
+                        help="train nothing: score the translators an earlier --output DIR saved, again")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     overrides = parse_assignments(args.set)
@@ -227,9 +242,9 @@ def main() -> None:
             mask = brain_mask(test_a, subjects[test][2])
             rows = []
             for split in args.split:
+                pooled = pooled_foreground([r.image for r in split_records(split, train, subjects, False)[1]])
                 if not args.no_baselines:
-                    targets = [r.image for r in split_records(split, train, subjects, False)[1]]
-                    for name, pred in baselines(test_a, mask, targets).items():
+                    for name, pred in baselines(test_a, mask, pooled).items():
                         rows.append({"task": task, "test": test, "split": split, "method": name, "dims": None,
                                      "seed": None, "iterations": 0, "seconds": np.nan, **score(pred, test_a, test_b, mask)})
                 for name in args.methods:
@@ -242,14 +257,19 @@ def main() -> None:
 
                             on_eval = functools.partial(record_curve, rows, base, test_a, test_b, mask)
                             stem = f"{task}_{test}_{split}_{name}{dims}d_s{seed}_{args.label}".replace(" ", "_")
-                            with tempfile.TemporaryDirectory() as tmp:
-                                run = train_and_translate(name, dims, records, test_a, args.iterations, seed, args.patch,
-                                                          Path(tmp), overrides, args.batch_size, args.intensity,
-                                                          args.eval_every, on_eval,
-                                                          model_path=args.output / "models" / f"{stem}.pt")
+                            if args.from_models:
+                                run = translate_saved(args.from_models / "models" / f"{stem}.pt", test_a)
+                            else:
+                                with tempfile.TemporaryDirectory() as tmp:
+                                    run = train_and_translate(name, dims, records, test_a, args.iterations, seed,
+                                                              args.patch, Path(tmp), overrides, args.batch_size,
+                                                              args.intensity, args.eval_every, on_eval,
+                                                              model_path=args.output / "models" / f"{stem}.pt")
                             row = {**base, "iterations": args.iterations, "seconds": run["seconds"],
                                    **score(run["output"], test_a, test_b, mask)}
                             rows.append(row)
+                            matched = score(match_to_pooled(run["output"], mask, pooled), test_a, test_b, mask)
+                            rows.append({**row, "method": f"{label}, output histogram-matched", **matched})
                             if "last_output" in run:
                                 rows.append({**row, "method": f"{label} (last weights)",
                                              **score(run["last_output"], test_a, test_b, mask)})
@@ -257,7 +277,8 @@ def main() -> None:
                                       f"{rows[-1]['ssim3d']:.3f} r(source) {rows[-1]['r_source']:.2f}", flush=True)
                             print(f"{task} {test} {split} {label} seed {seed} [{args.label}]: {args.iterations} it in "
                                   f"{run['seconds'] / 60:.1f} min; PSNR {row['psnr']:.2f} SSIM {row['ssim3d']:.3f} "
-                                  f"checkerboard {row['checkerboard']:.2f} r(source) {row['r_source']:.2f}", flush=True)
+                                  f"checkerboard {row['checkerboard']:.2f} r(source) {row['r_source']:.2f}; output "
+                                  f"histogram-matched: PSNR {matched['psnr']:.2f} SSIM {matched['ssim3d']:.3f}", flush=True)
                             with tempfile.TemporaryDirectory() as tmp:
                                 files = [Path(tmp) / f"{k}.nii.gz" for k in ("out", "invented")]
                                 write_volume(files[0], run["output"], test_a)

@@ -36,6 +36,7 @@ __all__ = [
     "evaluate_pair",
     "evaluate_paths",
     "histogram_baselines",
+    "match_to_pooled",
     "pooled_foreground",
     "run_evaluate",
     "summarize",
@@ -148,15 +149,20 @@ def pooled_foreground(paths: list[str | Path]) -> np.ndarray:
     return np.concatenate([v.data[foreground_mask(v.data)] for v in map(read_volume, paths)])
 
 
+def match_to_pooled(volume: np.ndarray, mask: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+    """``volume``'s histogram inside ``mask`` matched to ``pooled`` target intensities (see :func:`pooled_foreground`);
+    0 outside ``mask``. The baselines below, and any translation that is to be scored after the same matching."""
+    return np.where(mask, histogram_match(volume, pooled, mask, np.ones_like(pooled, dtype=bool)), 0)
+
+
 def histogram_baselines(source: np.ndarray, mask: np.ndarray, pooled: np.ndarray) -> dict[str, np.ndarray]:
     """Translations that need no training: the source histogram-matched to ``pooled`` target intensities, plainly and
     after a contrast inversion (a T1→T2 translator must beat the latter to have learned more than an inversion).
     Outside ``mask`` both are 0."""
-    everything = np.ones_like(pooled, dtype=bool)
     inverted = np.where(mask, source.max() - source, 0)
     return {
-        "histogram-matched input": np.where(mask, histogram_match(source, pooled, mask, everything), 0),
-        "inverted + histogram-matched input": np.where(mask, histogram_match(inverted, pooled, mask, everything), 0),
+        "histogram-matched input": match_to_pooled(source, mask, pooled),
+        "inverted + histogram-matched input": match_to_pooled(inverted, mask, pooled),
     }
 
 

@@ -119,3 +119,19 @@ def test_histogram_baselines_recover_an_inverted_contrast():
     ranks = lambda x: np.argsort(np.argsort(x))  # noqa: E731 - the plain match is monotone: ranks exactly reversed
     assert np.corrcoef(ranks(out["histogram-matched input"][mask]), ranks(target[mask]))[0, 1] < -0.99
     assert all(np.all(v[~mask] == 0) for v in out.values())
+
+
+def test_match_to_pooled_copies_the_pooled_distribution_inside_the_mask_only():
+    from medtrans.evaluate import match_to_pooled
+
+    rng = np.random.default_rng(4)
+    volume = rng.normal(0.0, 1.0, (10, 10, 10))
+    pooled = rng.gamma(2.0, 100.0, 5000)  # another scale and shape, and more values than the mask holds
+    mask = np.zeros(volume.shape, bool)
+    mask[2:8, 2:8, 2:8] = True
+    out = match_to_pooled(volume, mask, pooled)
+    q = [5, 25, 50, 75, 95]
+    assert np.percentile(out[mask], q) == pytest.approx(np.percentile(pooled, q), rel=0.05)
+    assert np.all(out[~mask] == 0)
+    order = np.argsort(volume[mask])
+    assert np.all(np.diff(out[mask][order]) >= 0)  # monotone: the anatomy's ordering is kept

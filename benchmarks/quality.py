@@ -82,8 +82,8 @@ BRATS = {f"brats-{s}": (DATA / "brats2015-deepmedic" / s / "t1c.nii.gz", DATA / 
          for s in ("brats_2013_pat0003_1", "brats_2013_pat0004_1", "brats_2013_pat0005_1", "brats_2013_pat0006_1")}
 TASKS = {"t1-t2": ({**LESJAK, **TCGA}, "lesjak-patient26"), "t1c-flair": (BRATS, "brats-brats_2013_pat0006_1")}
 PATCH = {2: [128, 128, 1], 3: [48, 48, 48]}
-INFERENCE = InferenceSettings(roi_size=(96, 96, 96), overlap=0.25, progress=False)
 BATCH = {2: 4, 3: 1}
+INFERENCE = InferenceSettings(roi_size=(96, 96, 96), overlap=0.25, progress=False)
 
 
 def brain_mask(volume: Volume, mask_path: Path | None) -> np.ndarray:

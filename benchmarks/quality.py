@@ -46,11 +46,13 @@ import argparse
 import dataclasses
 import datetime
 import functools
+import itertools
 import json
 import logging
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -66,7 +68,7 @@ from medtrans.engine.command import parse_assignments
 from medtrans.evaluate import EvaluationProtocol, evaluate_pair, histogram_baselines, match_to_pooled, pooled_foreground
 from medtrans.inference import InferenceSettings, Translator
 from medtrans.io import Volume, read_volume, write_volume
-from medtrans.methods import build_method
+from medtrans.methods import build_method, method_class, method_names
 from medtrans.metrics import checkerboard
 from medtrans.model import load_model
 from medtrans.utils import seed_everything
@@ -154,6 +156,11 @@ def train_and_translate(method_name: str, dims: int, records: tuple[list, list],
     return run
 
 
+def model_stem(task: str, test: str, split: str, name: str, dims: int, seed: int, label: str) -> str:
+    """The file name (without suffix) of one run's saved translator and montage."""
+    return f"{task}_{test}_{split}_{name}{dims}d_s{seed}_{label}".replace(" ", "_")
+
+
 def translate_saved(model_path: Path, test_a: Volume) -> dict:
     """A run of :func:`train_and_translate` again, from its saved translator (``--from-models``)."""
     result = Translator(load_model(model_path), INFERENCE).translate(test_a, maps=True)
@@ -221,6 +228,18 @@ def main() -> None:
     parser.add_argument("--from-models", type=Path, metavar="DIR",
                         help="train nothing: score the translators an earlier --output DIR saved, again")
     args = parser.parse_args()
+    tests = {task: args.test or (sorted(TASKS[task][0]) if args.folds == "all" else [TASKS[task][1]]) for task in args.task}
+    unknown = [f"test subject {t!r} of task {task}" for task in args.task for t in tests[task] if t not in TASKS[task][0]]
+    unknown += [f"method {name!r}" for name in args.methods if name not in method_names()]
+    if unknown:
+        sys.exit(f"error: unknown {unknown[0]}")
+    if args.from_models:
+        missing = [path for task in args.task for test, split, name, dims, seed in
+                   itertools.product(tests[task], args.split, args.methods, args.dims, args.seeds)
+                   if not (path := args.from_models / "models" /
+                           f"{model_stem(task, test, split, name, dims, seed, args.label)}.pt").is_file()]
+        if missing:
+            sys.exit(f"error: --from-models: no saved translator {missing[0]} ({len(missing)} missing)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     overrides = parse_assignments(args.set)
     if args.threads:
@@ -234,9 +253,8 @@ def main() -> None:
               "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
               "date": str(datetime.date.today())}
     for task in args.task:
-        subjects, default_test = TASKS[task]
-        tests = args.test or (sorted(subjects) if args.folds == "all" else [default_test])
-        for test in tests:
+        subjects = TASKS[task][0]
+        for test in tests[task]:
             train = [s for s in sorted(subjects) if s != test]
             test_a, test_b = read_volume(subjects[test][0]), read_volume(subjects[test][1])
             mask = brain_mask(test_a, subjects[test][2])
@@ -248,7 +266,7 @@ def main() -> None:
                         rows.append({"task": task, "test": test, "split": split, "method": name, "dims": None,
                                      "seed": None, "iterations": 0, "seconds": np.nan, **score(pred, test_a, test_b, mask)})
                 for name in args.methods:
-                    paired = build_method(name, spatial_dims=3).paired
+                    paired = method_class(name).paired
                     records = split_records(split, train, subjects, paired)
                     for dims in args.dims:
                         for seed in args.seeds:
@@ -256,7 +274,7 @@ def main() -> None:
                             base = {"task": task, "test": test, "split": split, "method": label, "dims": dims, "seed": seed}
 
                             on_eval = functools.partial(record_curve, rows, base, test_a, test_b, mask)
-                            stem = f"{task}_{test}_{split}_{name}{dims}d_s{seed}_{args.label}".replace(" ", "_")
+                            stem = model_stem(task, test, split, name, dims, seed, args.label)
                             if args.from_models:
                                 run = translate_saved(args.from_models / "models" / f"{stem}.pt", test_a)
                             else:

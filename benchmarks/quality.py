@@ -148,8 +148,7 @@ def train_and_translate(method_name: str, dims: int, records: tuple[list, list],
     seconds = time.perf_counter() - start
     if model_path is not None:
         trainer.export(model_path)
-    result = Translator(trainer.model, INFERENCE).translate(test_a, maps=True)
-    run = {"output": result.output, "invented": result.maps["invented"], "seconds": seconds}
+    run = {**translate(trainer.model, test_a), "seconds": seconds}
     if method.generator_ema is not None:
         last = dataclasses.replace(trainer.model, network=method.generator)
         run["last_output"] = Translator(last, INFERENCE).translate(test_a).output
@@ -161,10 +160,10 @@ def model_stem(task: str, test: str, split: str, name: str, dims: int, seed: int
     return f"{task}_{test}_{split}_{name}{dims}d_s{seed}_{label}".replace(" ", "_")
 
 
-def translate_saved(model_path: Path, test_a: Volume) -> dict:
-    """A run of :func:`train_and_translate` again, from its saved translator (``--from-models``)."""
-    result = Translator(load_model(model_path), INFERENCE).translate(test_a, maps=True)
-    return {"output": result.output, "invented": result.maps["invented"], "seconds": np.nan}
+def translate(model, test_a: Volume) -> dict:
+    """``test_a`` translated whole by ``model``, with its invented-structure map."""
+    result = Translator(model, INFERENCE).translate(test_a, maps=True)
+    return {"output": result.output, "invented": result.maps["invented"]}
 
 
 def score(pred: np.ndarray, test_a: Volume, test_b: Volume, mask: np.ndarray) -> dict[str, float]:
@@ -226,7 +225,8 @@ def main() -> None:
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--output", type=Path, default=Path("benchmark_output"))
     parser.add_argument("--from-models", type=Path, metavar="DIR",
-                        help="train nothing: score the translators an earlier --output DIR saved, again")
+                        help="train nothing: score the translators an earlier --output DIR saved, again (give that run's "
+                             "--iterations and --label too: they name the files and label the rows)")
     args = parser.parse_args()
     tests = {task: args.test or (sorted(TASKS[task][0]) if args.folds == "all" else [TASKS[task][1]]) for task in args.task}
     unknown = [f"test subject {t!r} of task {task}" for task in args.task for t in tests[task] if t not in TASKS[task][0]]
@@ -276,7 +276,7 @@ def main() -> None:
                             on_eval = functools.partial(record_curve, rows, base, test_a, test_b, mask)
                             stem = model_stem(task, test, split, name, dims, seed, args.label)
                             if args.from_models:
-                                run = translate_saved(args.from_models / "models" / f"{stem}.pt", test_a)
+                                run = {**translate(load_model(args.from_models / "models" / f"{stem}.pt"), test_a), "seconds": np.nan}
                             else:
                                 with tempfile.TemporaryDirectory() as tmp:
                                     run = train_and_translate(name, dims, records, test_a, args.iterations, seed,

@@ -92,19 +92,30 @@ def test_method_bundles_state_only_what_differs_from_the_base():
         assert base["method"]["name"] is None
 
 
-def test_the_t1_t2_experiment_states_only_its_structure_losses():
+T1_T2 = {"nec": {}, "cut": {"lambda_nce": 0.1}, "cyclegan": {"lambda_identity": 0}}  # options besides structure losses
+PRIOR_THEN_MI = {"nec", "cut"}  # the T1 -> T2 experiments that start at the inverted source, then keep MI
+
+
+@pytest.mark.parametrize("name", sorted(T1_T2))
+def test_a_t1_t2_experiment_states_only_what_differs(name):
+    import yaml
     from monai.bundle import ConfigParser
 
     from medtrans.losses import MutualInformationLoss, PolarityLoss
 
-    root = REPO / "bundles" / "nec" / "configs"
+    root = REPO / "bundles" / name / "configs"
+    prior = name in PRIOR_THEN_MI
+    own = yaml.safe_load((root / "t1_t2.yaml").read_text())
+    assert set(own) == {f"method#{k}" for k in T1_T2[name]} | ({"method#structure_losses"} if prior else set())
     parser = ConfigParser()
     parser.read_config([str(BASE / "train.yaml"), str(root / "train.yaml"), str(root / "t1_t2.yaml")])
-    parser.update({"generator": UNET, "discriminator": TINY_D["nec"]})
+    parser.update({"generator": TINY_G.get(name, RESNET), "discriminator": TINY_D.get(name, {"channels": 4, "num_layers": 2})})
     method = parser.get_parsed_content("method")
-    assert [type(t) for t in method.structure_terms] == [PolarityLoss, MutualInformationLoss]
-    assert method.structure_terms[0].polarity_type == "inverted"
-    assert [s.get("cooldown") for s in method.structure_specs] == [[0, 200], None]
+    assert {k: getattr(method, k) for k in T1_T2[name]} == T1_T2[name]
+    assert [type(t) for t in method.structure_terms] == ([PolarityLoss, MutualInformationLoss] if prior else [])
+    if prior:
+        assert method.structure_terms[0].polarity_type == "inverted"
+        assert [s.get("cooldown") for s in method.structure_specs] == [[0, 200], None]
 
 
 @pytest.mark.slow

@@ -21,7 +21,8 @@ BASE = REPO / "bundles" / "base" / "configs"
 UNET = {"channels": [4, 8], "strides": [2]}
 RESNET = {"channels": 4, "num_res_blocks": 1}
 TINY_G = {"pix2pix": UNET, "nec": UNET, "unit": {"channels": 4, "num_res_blocks": 2, "num_shared_blocks": 1}}
-TINY_D = {"nec": {"channels": 4, "num_layers": 2, "num_scales": 1}, "unit": {"channels": 4, "num_layers": 2, "num_scales": 1}}
+PATCH_D = {"channels": 4, "num_layers": 2}
+TINY_D = {"nec": {**PATCH_D, "num_scales": 1}, "unit": {**PATCH_D, "num_scales": 1}}
 SPM = "spm-templates"
 
 
@@ -44,7 +45,7 @@ def tiny_overrides(name: str, dataset: Path, bundle_root: Path, dims: int = 2) -
         "patch_size": [32, 32, 1] if dims == 2 else [24, 24, 24],
         "batch_size": 2 if dims == 2 else 1,
         "generator": TINY_G.get(name, RESNET),
-        "discriminator": TINY_D.get(name, {"channels": 4, "num_layers": 2}),
+        "discriminator": TINY_D.get(name, PATCH_D),
         "train#data#patch#num_workers": 0,
         "iterations": 2,
         "train#trainer#tracking": "none",
@@ -109,7 +110,7 @@ def test_a_t1_t2_experiment_states_only_what_differs(name):
     assert set(own) == {f"method#{k}" for k in T1_T2[name]} | ({"method#structure_losses"} if prior else set())
     parser = ConfigParser()
     parser.read_config([str(BASE / "train.yaml"), str(root / "train.yaml"), str(root / "t1_t2.yaml")])
-    parser.update({"generator": TINY_G.get(name, RESNET), "discriminator": TINY_D.get(name, {"channels": 4, "num_layers": 2})})
+    parser.update({"generator": TINY_G.get(name, RESNET), "discriminator": TINY_D.get(name, PATCH_D)})
     method = parser.get_parsed_content("method")
     assert {k: getattr(method, k) for k in T1_T2[name]} == T1_T2[name]
     assert [type(t) for t in method.structure_terms] == ([PolarityLoss, MutualInformationLoss] if prior else [])

@@ -160,6 +160,11 @@ def model_stem(task: str, test: str, split: str, name: str, dims: int, seed: int
     return f"{task}_{test}_{split}_{name}{dims}d_s{seed}_{label}".replace(" ", "_")
 
 
+def saved_model(output: Path, stem: str) -> Path:
+    """Where a run writing to ``output`` saves its translator."""
+    return output / "models" / f"{stem}.pt"
+
+
 def translate(model, test_a: Volume) -> dict:
     """``test_a`` translated whole by ``model``, with its invented-structure map."""
     result = Translator(model, INFERENCE).translate(test_a, maps=True)
@@ -236,8 +241,8 @@ def main() -> None:
     if args.from_models:
         missing = [path for task in args.task for test, split, name, dims, seed in
                    itertools.product(tests[task], args.split, args.methods, args.dims, args.seeds)
-                   if not (path := args.from_models / "models" /
-                           f"{model_stem(task, test, split, name, dims, seed, args.label)}.pt").is_file()]
+                   if not (path := saved_model(args.from_models, model_stem(task, test, split, name, dims, seed,
+                                                                            args.label))).is_file()]
         if missing:
             sys.exit(f"error: --from-models: no saved translator {missing[0]} ({len(missing)} missing)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -276,13 +281,13 @@ def main() -> None:
                             on_eval = functools.partial(record_curve, rows, base, test_a, test_b, mask)
                             stem = model_stem(task, test, split, name, dims, seed, args.label)
                             if args.from_models:
-                                run = {**translate(load_model(args.from_models / "models" / f"{stem}.pt"), test_a), "seconds": np.nan}
+                                run = {**translate(load_model(saved_model(args.from_models, stem)), test_a), "seconds": np.nan}
                             else:
                                 with tempfile.TemporaryDirectory() as tmp:
                                     run = train_and_translate(name, dims, records, test_a, args.iterations, seed,
                                                               args.patch, Path(tmp), overrides, args.batch_size,
                                                               args.intensity, args.eval_every, on_eval,
-                                                              model_path=args.output / "models" / f"{stem}.pt")
+                                                              model_path=saved_model(args.output, stem))
                             row = {**base, "iterations": args.iterations, "seconds": run["seconds"],
                                    **score(run["output"], test_a, test_b, mask)}
                             rows.append(row)

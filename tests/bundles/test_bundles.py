@@ -37,6 +37,11 @@ def dataset(tmp_path_factory):
     return root
 
 
+def tiny_networks(name: str) -> dict:
+    """The smallest generator and discriminator settings method ``name`` trains with."""
+    return {"generator": TINY_G.get(name, RESNET), "discriminator": TINY_D.get(name, PATCH_D)}
+
+
 def tiny_overrides(name: str, dataset: Path, bundle_root: Path, dims: int = 2) -> dict:
     return {
         "bundle_root": str(bundle_root),
@@ -44,8 +49,7 @@ def tiny_overrides(name: str, dataset: Path, bundle_root: Path, dims: int = 2) -
         "spatial_dims": dims,
         "patch_size": [32, 32, 1] if dims == 2 else [24, 24, 24],
         "batch_size": 2 if dims == 2 else 1,
-        "generator": TINY_G.get(name, RESNET),
-        "discriminator": TINY_D.get(name, PATCH_D),
+        **tiny_networks(name),
         "train#data#patch#num_workers": 0,
         "iterations": 2,
         "train#trainer#tracking": "none",
@@ -110,7 +114,7 @@ def test_a_t1_t2_experiment_states_only_what_differs(name):
     assert set(own) == {f"method#{k}" for k in T1_T2[name]} | ({"method#structure_losses"} if prior else set())
     parser = ConfigParser()
     parser.read_config([str(BASE / "train.yaml"), str(root / "train.yaml"), str(root / "t1_t2.yaml")])
-    parser.update({"generator": TINY_G.get(name, RESNET), "discriminator": TINY_D.get(name, PATCH_D)})
+    parser.update(tiny_networks(name))
     method = parser.get_parsed_content("method")
     assert {k: getattr(method, k) for k in T1_T2[name]} == T1_T2[name]
     assert [type(t) for t in method.structure_terms] == ([PolarityLoss, MutualInformationLoss] if prior else [])

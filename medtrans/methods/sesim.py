@@ -46,9 +46,6 @@ class SeSim(TranslationMethod):
         lambda_spatial: λ_S.
         patch_size: self-similarity window (default 32 in 2D, 8 in 3D).
         num_patches: sampled locations per layer.
-        invert_probability: LSeSim only: the probability that the descriptor's augmentation also inverts the
-            intensities (``x -> -x``), so that the learned self-similarity stops telling a structure from its
-            contrast-inverted copy. 0 (the paper's augmentation) keeps the polarity.
         **kwargs: :class:`TranslationMethod` options.
     """
 
@@ -65,7 +62,6 @@ class SeSim(TranslationMethod):
         lambda_spatial: float = 1.0,
         patch_size: int | None = None,
         num_patches: int = 256,
-        invert_probability: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(spatial_dims, **kwargs)
@@ -75,10 +71,6 @@ class SeSim(TranslationMethod):
             raise ValueError(f"feature_type must be one of {FEATURE_TYPES}, got {feature_type!r}")
         if variant == "lsesim" and feature_type != "conv":
             raise ValueError("lsesim learns its own ConvFeatures extractor: use feature_type='conv'")
-        if not 0 <= invert_probability <= 1:
-            raise ValueError(f"invert_probability must be in [0, 1], got {invert_probability}")
-        if invert_probability and variant != "lsesim":
-            raise ValueError("invert_probability augments the descriptor lsesim learns: use variant='lsesim'")
         c = self.in_channels
         self.build_generator(self.network_def("medtrans.networks.ResnetGenerator", defaults.RESNET_GENERATOR, generator,
                                               in_channels=c, out_channels=c))
@@ -96,7 +88,6 @@ class SeSim(TranslationMethod):
         self.spatial = SpatialCorrelativeLoss(loss_type, window, num_patches)
         self.feature_loss = SpatialCorrelativeLoss("info", window, num_patches, detach_source=False)
         self.lambda_spatial = lambda_spatial
-        self.invert_probability = invert_probability
 
     def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
         groups = {"generator": self.net_g.parameters(), "discriminator": self.net_d.parameters()}
@@ -104,14 +95,12 @@ class SeSim(TranslationMethod):
             groups["features"] = self.net_f.parameters()
         return groups
 
-    def augment(self, x: torch.Tensor) -> torch.Tensor:
-        """Structure-preserving intensity change per sample: random gamma in [0.5, 2] and contrast in [0.6, 1.4],
-        the contrast's sign negative with probability ``invert_probability``."""
+    @staticmethod
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        """Structure-preserving intensity change per sample: random gamma in [0.5, 2] and contrast in [0.6, 1.4]."""
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
         gamma = torch.exp(torch.empty(shape, device=x.device).uniform_(-0.693, 0.693))
         contrast = torch.empty(shape, device=x.device).uniform_(0.6, 1.4)
-        if self.invert_probability:  # drawn only when asked, so that the default's random stream is unchanged
-            contrast = torch.where(torch.rand(shape, device=x.device) < self.invert_probability, -contrast, contrast)
         unit = ((x + 1) / 2).clamp(0, 1) ** gamma
         return (unit * 2 - 1) * contrast
 

@@ -30,6 +30,7 @@ keeps strided and transposed convolutions (the setting measured against the publ
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -50,6 +51,7 @@ from medtrans.inference import InferenceSettings, Translator
 from medtrans.io import read_volume
 from medtrans.methods import build_method
 from medtrans.metrics import checkerboard
+from medtrans.networks import discriminator_logits
 from medtrans.utils import seed_everything
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -78,6 +80,31 @@ def stack(folder: Path, out: Path) -> list[str]:
     pixels, names = pngs(folder)
     nib.save(nib.Nifti1Image(pixels, np.eye(4)), out)
     return names
+
+
+def protocol_tool():
+    """../shared/tools/anchor_protocol.py as a module (its loaders and histogram matching, as its scorer uses them)."""
+    spec = importlib.util.spec_from_file_location("anchor_protocol", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@torch.no_grad()
+def judged_real(method, images: dict[str, np.ndarray]) -> dict[str, float]:
+    """The target-domain discriminator's mean output on each stack of (N, 128, 128) slices in [0, 1] (LSGAN: 1 = real,
+    0 = fake): which of the test T2, the bar (inverted T1, hist-matched) and the plain hist-matched T1 it takes for
+    real, beside the translation itself; the adversarial term pulls the generator toward what it scores higher."""
+    name = "net_d" if hasattr(method, "net_d") else "d_b"
+    network, device = getattr(method, name), method.device
+    network.eval()
+    scores = {}
+    for key, stack_ in images.items():
+        batch = torch.from_numpy(np.ascontiguousarray(stack_, dtype=np.float32) * 2 - 1)[:, None].to(device)
+        outputs = [discriminator_logits(network(chunk)) for chunk in batch.split(16)]
+        scores[key] = float(np.mean([torch.cat(scale).float().mean().item() for scale in zip(*outputs)]))
+    network.train()
+    return scores
 
 
 def main() -> None:
@@ -115,6 +142,11 @@ def main() -> None:
                          preprocessing_a=WINDOW, preprocessing_b=WINDOW, seed=args.seed)
     (source, _), (target, _), (mask, _) = (pngs(data / folder) for folder in ("testA", "testB_gt", "masks/testA"))
     mask = mask > 127
+    tool = protocol_tool()
+    _, t1, t2, inside = tool.load_test(str(data))  # (N, 128, 128) in [0, 1], the scorer's own arrays
+    pooled_b = tool.pooled_trainB(str(data))
+    probes = {"test T2": t2, "inverted T1, hist-matched": tool.histmatch_inside(np.where(inside, 1 - t1, 0), pooled_b, inside),
+              "T1, hist-matched": tool.histmatch_inside(t1, pooled_b, inside)}
 
     clock = {"start": 0.0, "scoring": 0.0}  # training time leaves the scoring out
 
@@ -134,6 +166,7 @@ def main() -> None:
         output = pixels.astype(np.float32)
         r_source = {"model": correlation(output, source, mask), "target": correlation(target, source, mask)}
         grid = checkerboard(output, target, mask)  # 2-voxel-period energy relative to the target's
+        judged = judged_real(trainer.method, {**probes, "translation": np.moveaxis(output, -1, 0) / 255})
         scores = predictions.with_suffix(".json")
         subprocess.run([sys.executable, str(TOOL), "score", "--data", str(data), "--pred", str(predictions), "--label",
                         label, "--out", str(scores)], check=True)
@@ -141,7 +174,8 @@ def main() -> None:
                         str(predictions.with_suffix(".png"))], check=True)
         summary = {"label": label, "iterations": iterations, "train_seconds": seconds, "seed": args.seed,
                    "options": args.set, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                   "r_source": r_source, "checkerboard": grid, "scores": json.loads(scores.read_text())}
+                   "r_source": r_source, "checkerboard": grid,
+                   "judged_real": judged, "scores": json.loads(scores.read_text())}
         (predictions.with_suffix(".summary.json")).write_text(json.dumps(summary, indent=2))
         print(json.dumps(summary, indent=2), flush=True)
         clock["scoring"] += time.perf_counter() - begin

@@ -155,6 +155,10 @@ class TranslationMethod(nn.Module):
             ``end``, ``"cooldown": [start, end]`` from ``weight`` down to 0. Logged, weighted, as ``structure``.
         adversarial_criterion: ``"least_squares"`` (LSGAN), ``"bce"`` or ``"hinge"``
             (:class:`~medtrans.losses.AdversarialLoss`).
+        lambda_negative: weight of negative examples for each domain's discriminator (unpaired methods): a real
+            image of the other domain is judged fake beside the translation (negative data augmentation, Sinha et
+            al., ICLR 2021). The discriminator then learns the source's appearance as not the target's, and the
+            adversarial term penalises a translation that keeps the source contrast; 0 (default) = off.
         init_type: weight initialisation of every network (see :func:`init_weights`; ``"normal"`` = N(0, 0.02) as
             the reference code; the U-Net methods, NEC and pix2pix, default to ``"default"``).
         init_gain: its gain.
@@ -189,6 +193,7 @@ class TranslationMethod(nn.Module):
         precision: str = "auto",
         structure_losses: Sequence[Mapping[str, Any]] = (),
         adversarial_criterion: str = "least_squares",
+        lambda_negative: float = 0.0,
         init_type: str = "normal",
         init_gain: float = 0.02,
         compile_type: str = "none",
@@ -205,6 +210,10 @@ class TranslationMethod(nn.Module):
             raise ValueError(f"compile_type must be one of {COMPILE_TYPES}, got {compile_type!r}")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
+        if lambda_negative < 0:
+            raise ValueError(f"lambda_negative must be >= 0, got {lambda_negative}")
+        if lambda_negative > 0 and self.paired:
+            raise ValueError(f"lambda_negative: {type(self).__name__} is paired; negative examples are for unpaired methods")
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.lr = lr
@@ -223,6 +232,7 @@ class TranslationMethod(nn.Module):
         self.structure_specs = [dict(s) for s in structure_losses]
         self.structure_terms = nn.ModuleList(structure_loss(s, spatial_dims) for s in self.structure_specs)
         self.adversarial_loss = AdversarialLoss(adversarial_criterion)
+        self.lambda_negative = lambda_negative
         self.discriminator_names: list[str] = []
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
@@ -315,10 +325,15 @@ class TranslationMethod(nn.Module):
         """The generator's adversarial loss: ``fake`` should be judged real."""
         return self.adversarial_loss(self._logits(discriminator, fake), target_is_real=True, for_discriminator=False)
 
-    def discriminator_adversarial(self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        """½ (real judged real + fake judged fake), the fake detached."""
+    def discriminator_adversarial(self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                                  negative: torch.Tensor | None = None) -> torch.Tensor:
+        """½ (real judged real + fake judged fake), the fake detached; with ``lambda_negative`` > 0, plus
+        ½ λ · ``negative`` (a real image of the other domain) judged fake."""
         loss_real = self.adversarial_loss(self._logits(discriminator, real), target_is_real=True)
         loss_fake = self.adversarial_loss(self._logits(discriminator, fake.detach()), target_is_real=False)
+        if negative is not None and self.lambda_negative > 0:
+            loss_fake = loss_fake + self.lambda_negative * self.adversarial_loss(
+                self._logits(discriminator, negative), target_is_real=False)
         return 0.5 * (loss_real + loss_fake)
 
     def structure_penalty(self, source: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
@@ -358,7 +373,7 @@ class TranslationMethod(nn.Module):
             ``g_gan``, every generator term, ``structure`` (when structure losses are configured) and ``d``.
         """
         real, fake = (torch.cat([source, target], 1), torch.cat([source, output], 1)) if condition else (target, output)
-        loss_d = self.discriminator_adversarial(self.net_d, real, fake)
+        loss_d = self.discriminator_adversarial(self.net_d, real, fake, None if condition else source)
         self.optimize("discriminator", loss_d)
         frozen = [self.net_d, *frozen]
         self.set_requires_grad(frozen, False)

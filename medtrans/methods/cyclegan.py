@@ -97,9 +97,8 @@ class CycleGAN(TranslationMethod):
             losses["structure"] = structure.detach()
         self.optimize("generator", loss_g)
         self.set_requires_grad(discriminators, True)
-        loss_d = self.discriminator_adversarial(self.d_b, real_b, self.pool_b.query(fake_b)) + self.discriminator_adversarial(
-            self.d_a, real_a, self.pool_a.query(fake_a)
-        )
+        loss_d = (self.discriminator_adversarial(self.d_b, real_b, self.pool_b.query(fake_b), real_a)
+                  + self.discriminator_adversarial(self.d_a, real_a, self.pool_a.query(fake_a), real_b))
         self.optimize("discriminator", loss_d)
         losses["d"] = loss_d.detach()
         self.visuals = {"source": real_a, "output": fake_b, "reconstruction": rec_a}

@@ -99,7 +99,8 @@ class UNITMethod(TranslationMethod):
             loss_g = loss_g + losses["structure"]
         self.optimize("generator", loss_g)
         self.set_requires_grad([self.d_a, self.d_b], True)
-        loss_d = self.discriminator_adversarial(self.d_a, x_a, x_ba) + self.discriminator_adversarial(self.d_b, x_b, x_ab)
+        loss_d = (self.discriminator_adversarial(self.d_a, x_a, x_ba, x_b)
+                  + self.discriminator_adversarial(self.d_b, x_b, x_ab, x_a))
         self.optimize("discriminator", loss_d)
         self.visuals = {"source": x_a, "output": x_ab, "reconstruction": x_aba}
         return {**losses, "d": loss_d}

@@ -8,7 +8,9 @@ import torch
 from medtrans.cli import main
 from medtrans.data import ImageRecord, TrainStream
 from medtrans.engine import TranslationTrainer, latest_checkpoint
+from medtrans.losses import invert_foreground
 from medtrans.methods import build_method, method_names
+from medtrans.networks import discriminator_logits
 from medtrans.utils import seed_everything
 from tests.conftest import shared_file
 from tests.methods.conftest import TINY
@@ -108,6 +110,55 @@ def test_polarity_prior_starts_nec_at_the_inverted_contrast(tiny):
 
     assert correlation([{"type": "polarity", "weight": 10.0, "cooldown": [20, 30]}]) < -0.7
     assert correlation([]) > -0.3
+
+
+@pytest.mark.parametrize("variant", ["cut", "unit"])
+def test_negative_examples_teach_the_discriminator_the_source_is_fake(variant, tiny):
+    """A discriminator shown a real T2 as real and the inverted T1 as fake (a generator that has flipped the contrast)
+    comes to judge the unflipped T1 more real than the flip: the adversarial term then pulls the generator back to
+    the source's contrast. With ``lambda_negative`` it judges the T1 the least real of the three."""
+    name, kwargs, _ = tiny(variant)
+    batch = next(_stream(name, 2, paired=False))
+    flipped = invert_foreground(batch["a"])
+
+    def judged(lambda_negative):
+        seed_everything(0)
+        method = build_method(name, spatial_dims=2, lambda_negative=lambda_negative, **kwargs).setup("cpu")
+        discriminator = method.net_d if hasattr(method, "net_d") else method.d_b
+        for _ in range(60):
+            method.optimize("discriminator", method.discriminator_adversarial(discriminator, batch["b"], flipped, batch["a"]))
+        with torch.no_grad():
+            return [torch.cat([t.flatten() for t in discriminator_logits(discriminator(image))]).mean().item()
+                    for image in (batch["a"], flipped, batch["b"])]
+
+    (source, flip, target), (source_negative, flip_negative, target_negative) = judged(0.0), judged(1.0)
+    assert source > flip + 0.05 and target > source
+    assert source_negative < flip_negative - 0.05 and source_negative < source - 0.15 and target_negative > flip_negative
+
+
+@pytest.mark.parametrize("variant", ["cut", "fsesim", "nec", "cyclegan", "cycle_medgan", "unit"])
+def test_each_discriminator_gets_the_other_domain_as_negatives(variant, tiny, monkeypatch):
+    name, kwargs, _ = tiny(variant)
+    method = build_method(name, spatial_dims=2, lambda_negative=1.0, **kwargs).setup("cpu")
+    batch = {"a": torch.rand(1, 1, 32, 32) * 2 - 1, "b": torch.rand(1, 1, 32, 32) * 2 - 1}
+    seen = {}
+    judge = method.discriminator_adversarial
+
+    def spy(discriminator, real, fake, negative=None):
+        domain = next(k for k, v in batch.items() if torch.equal(v, real))
+        seen[domain] = negative is not None and torch.equal(negative, batch["b" if domain == "a" else "a"])
+        return judge(discriminator, real, fake, negative)
+
+    monkeypatch.setattr(method, "discriminator_adversarial", spy)
+    method.training_step(batch)
+    assert seen == ({"b": True} if len(method.discriminator_names) == 1 else {"a": True, "b": True})
+
+
+def test_negative_examples_need_a_weight_and_unpaired_data(tiny):
+    with pytest.raises(ValueError, match="lambda_negative must be >= 0"):
+        build_method("cut", spatial_dims=2, lambda_negative=-1.0, **tiny("cut")[1])
+    with pytest.raises(ValueError, match="lambda_negative: Pix2Pix is paired"):
+        build_method("pix2pix", spatial_dims=2, lambda_negative=1.0, **tiny("pix2pix")[1])
 
 
 def test_unknown_method_and_mismatched_data(tiny, tmp_path):

@@ -12,7 +12,9 @@ reference code maps them, translates testA slice by slice, writes the outputs as
 range back to 0–255, as the reference's ``tensor2im``), and runs the protocol's ``score`` on them. The summary adds
 r(source), the outputs' correlation with the test T1 in the mask (negative once the contrast is flipped), and the
 checkerboard measure of ``medtrans.metrics`` on the stacked slices (the outputs' energy at the 2-pixel period relative
-to the target's; 1 = none added). ``--score-at`` also
+to the target's; 1 = none added), and ``judged_real``: the target-domain discriminator's mean output on the test T2, on
+the bar (the inverted test T1, hist-matched to trainB), on the plain hist-matched test T1 and on the translation
+(LSGAN: 1 = real), which shows whether the adversarial term prefers either contrast. ``--score-at`` also
 scores the model at earlier iterations of the same run: one run gives the learning curve, the reported training time
 leaves the scoring out, and the learning rate follows the whole run's schedule (by default constant for its first half,
 so a point scored there is not the model a shorter run ends with, whose rate has decayed).

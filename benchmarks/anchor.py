@@ -101,8 +101,8 @@ def judged_real(method, images: dict[str, np.ndarray]) -> dict[str, float]:
     network, device = getattr(method, name), method.device
     network.eval()
     scores = {}
-    for key, stack_ in images.items():
-        batch = torch.from_numpy(np.ascontiguousarray(stack_, dtype=np.float32) * 2 - 1)[:, None].to(device)
+    for key, slices in images.items():
+        batch = torch.from_numpy(np.ascontiguousarray(slices, dtype=np.float32) * 2 - 1)[:, None].to(device)
         outputs = [discriminator_logits(network(chunk)) for chunk in batch.split(16)]
         scores[key] = float(np.mean([torch.cat(scale).float().mean().item() for scale in zip(*outputs)]))
     network.train()

@@ -145,7 +145,8 @@ def main() -> None:
     (source, _), (target, _), (mask, _) = (pngs(data / folder) for folder in ("testA", "testB_gt", "masks/testA"))
     mask = mask > 127
     tool = protocol_tool()
-    _, t1, t2, inside = tool.load_test(str(data))  # (N, 128, 128) in [0, 1], the scorer's own arrays
+    # the scorer's layout: (N, 128, 128), intensities in [0, 1]
+    t1, t2, inside = (np.moveaxis(a, -1, 0) for a in (source / 255, target / 255, mask))
     pooled_b = tool.pooled_trainB(str(data))
     probes = {"test T2": t2, "inverted T1, hist-matched": tool.histmatch_inside(np.where(inside, 1 - t1, 0), pooled_b, inside),
               "T1, hist-matched": tool.histmatch_inside(t1, pooled_b, inside)}

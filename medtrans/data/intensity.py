@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 __all__ = [
     "SOURCE_TYPES",
@@ -33,6 +34,7 @@ __all__ = [
     "background_value",
     "foreground_mask",
     "histogram_match",
+    "histogram_match_batch",
     "validate_spec",
 ]
 
@@ -181,3 +183,39 @@ def histogram_match(values: np.ndarray, reference: np.ndarray, mask: np.ndarray 
     ref = np.percentile(reference[foreground_mask(reference, reference_mask)], q)
     src, idx = np.unique(src, return_index=True)  # np.interp needs increasing abscissae
     return np.interp(values, src, ref[idx]).astype(np.float32)
+
+
+@torch.no_grad()
+def histogram_match_batch(image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per sample and channel, ``image``'s foreground mapped monotonically onto ``reference``'s foreground quantiles;
+    the background takes the reference's background value. The result has ``image``'s structure and order of
+    intensities (its contrast) with ``reference``'s intensity distribution.
+
+    The foreground is every voxel above the sample's minimum: in the network's range, where the default mappings clip
+    the background to -1, that is the non-background. Tied voxels get one value (the quantile at their mean rank), so
+    a flat region stays flat. Foreground sizes may differ between the two.
+
+    Args:
+        image: ``(B, C, *spatial)`` images to map.
+        reference: ``(B, C, *spatial')`` images whose distributions to copy, sample by sample.
+    """
+    if image.shape[:2] != reference.shape[:2]:
+        raise ValueError(f"batch and channels differ: {tuple(image.shape[:2])} and {tuple(reference.shape[:2])}")
+    x_all, r_all = image.flatten(2).float(), reference.flatten(2).float()
+    out = torch.empty_like(x_all)
+    for b in range(x_all.shape[0]):
+        for c in range(x_all.shape[1]):
+            x, r = x_all[b, c], r_all[b, c]
+            r_min = r.min()
+            out[b, c] = r_min
+            inside, r_inside = x > x.min(), r > r_min
+            if not inside.any() or not r_inside.any():
+                continue
+            xs, quantiles = x[inside], r[r_inside].sort().values
+            ordered = xs.sort().values
+            rank = 0.5 * (torch.searchsorted(ordered, xs, side="left") + torch.searchsorted(ordered, xs, side="right") - 1)
+            position = rank * (quantiles.numel() - 1) / max(xs.numel() - 1, 1)
+            low = position.floor().long()
+            high = (low + 1).clamp(max=quantiles.numel() - 1)
+            out[b, c, inside] = torch.lerp(quantiles[low], quantiles[high], position - low)
+    return out.view(image.shape).to(image.dtype)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from medtrans.data.intensity import histogram_match_batch
 from medtrans.distributed import average_gradients, broadcast_from_main
 from medtrans.losses import AdversarialLoss, LNCCLoss, MutualInformationLoss, NGFLoss, PolarityLoss
 from medtrans.model import build_network
@@ -27,6 +28,7 @@ __all__ = ["DivergenceError", "TranslationMethod", "build_method", "init_weights
 
 INIT_TYPES = ("normal", "xavier", "kaiming", "default")
 COMPILE_TYPES = ("none", "default", "reduce-overhead", "max-autotune")
+NEGATIVE_TYPES = ("source", "histogram_matched")
 SCHEDULE_KEYS = ("warmup", "cooldown")
 
 
@@ -159,6 +161,10 @@ class TranslationMethod(nn.Module):
             image of the other domain is judged fake beside the translation (negative data augmentation, Sinha et
             al., ICLR 2021). The discriminator then learns the source's appearance as not the target's, and the
             adversarial term penalises a translation that keeps the source contrast; 0 (default) = off.
+        negative_type: what the negative example is: ``"source"`` (default), the other domain's image as it is;
+            ``"histogram_matched"``, that image with its foreground intensities mapped onto the real target image's
+            (:func:`~medtrans.data.intensity.histogram_match_batch`), so only the contrast — the order of the tissues'
+            intensities — tells it from the target domain. Needs ``lambda_negative`` > 0.
         init_type: weight initialisation of every network (see :func:`init_weights`; ``"normal"`` = N(0, 0.02) as
             the reference code; the U-Net methods, NEC and pix2pix, default to ``"default"``).
         init_gain: its gain.
@@ -194,6 +200,7 @@ class TranslationMethod(nn.Module):
         structure_losses: Sequence[Mapping[str, Any]] = (),
         adversarial_criterion: str = "least_squares",
         lambda_negative: float = 0.0,
+        negative_type: str = "source",
         init_type: str = "normal",
         init_gain: float = 0.02,
         compile_type: str = "none",
@@ -214,6 +221,10 @@ class TranslationMethod(nn.Module):
             raise ValueError(f"lambda_negative must be >= 0, got {lambda_negative}")
         if lambda_negative > 0 and self.paired:
             raise ValueError(f"lambda_negative: {type(self).__name__} is paired; negative examples are for unpaired methods")
+        if negative_type not in NEGATIVE_TYPES:
+            raise ValueError(f"negative_type must be one of {NEGATIVE_TYPES}, got {negative_type!r}")
+        if negative_type != "source" and lambda_negative == 0:
+            raise ValueError(f"negative_type={negative_type!r} needs lambda_negative > 0")
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.lr = lr
@@ -233,6 +244,7 @@ class TranslationMethod(nn.Module):
         self.structure_terms = nn.ModuleList(structure_loss(s, spatial_dims) for s in self.structure_specs)
         self.adversarial_loss = AdversarialLoss(adversarial_criterion)
         self.lambda_negative = lambda_negative
+        self.negative_type = negative_type
         self.discriminator_names: list[str] = []
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
@@ -328,10 +340,13 @@ class TranslationMethod(nn.Module):
     def discriminator_adversarial(self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
                                   negative: torch.Tensor | None = None) -> torch.Tensor:
         """½ (real judged real + fake judged fake), the fake detached; with ``lambda_negative`` > 0, plus
-        ½ λ · ``negative`` (a real image of the other domain) judged fake."""
+        ½ λ · ``negative`` (a real image of the other domain, histogram-matched to ``real`` when ``negative_type`` is
+        ``"histogram_matched"``) judged fake."""
         loss_real = self.adversarial_loss(self._logits(discriminator, real), target_is_real=True)
         loss_fake = self.adversarial_loss(self._logits(discriminator, fake.detach()), target_is_real=False)
         if negative is not None and self.lambda_negative > 0:
+            if self.negative_type == "histogram_matched":
+                negative = histogram_match_batch(negative, real)
             loss_fake = loss_fake + self.lambda_negative * self.adversarial_loss(
                 self._logits(discriminator, negative), target_is_real=False)
         return 0.5 * (loss_real + loss_fake)

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from medtrans.data.intensity import (
     AffineIntensity,
@@ -7,6 +8,7 @@ from medtrans.data.intensity import (
     fit_intensity,
     foreground_mask,
     histogram_match,
+    histogram_match_batch,
     validate_spec,
 )
 
@@ -96,3 +98,41 @@ def test_histogram_match_copies_the_reference_quantiles():
         assert np.percentile(matched, q) == pytest.approx(np.percentile(ref_fg, q), rel=0.02)
     order = np.argsort(values.ravel())
     assert np.all(np.diff(matched.ravel()[order]) >= 0)  # monotone: structure is preserved
+
+
+@pytest.mark.parametrize("spatial", [(12, 14), (8, 10, 6)])
+def test_histogram_match_batch_gives_the_reference_distribution_and_keeps_the_order(spatial):
+    """Each sample's foreground takes the reference's foreground values in its own order (same foreground sizes: exactly
+    the reference's values); its background takes the reference's; a flat region stays flat."""
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 1, *spatial, generator=g) * 2 - 1
+    reference = torch.rand(2, 1, *spatial, generator=g) ** 3 * 1.8 - 0.8
+    for t in (image, reference):
+        t[..., :2] = -1.0  # a background band at the minimum
+    image[1, ..., 4:6] = 0.3  # a flat region inside the second sample
+    matched = histogram_match_batch(image, reference)
+    assert matched.shape == image.shape and matched.dtype == image.dtype
+    for b in range(2):
+        x, r, m = image[b].flatten(), reference[b].flatten(), matched[b].flatten()
+        inside = x > -1
+        assert torch.all(m[~inside] == r.min())
+        order = x[inside].argsort()
+        assert torch.all(m[inside][order].diff() >= 0)  # monotone: the contrast is the image's
+    x, r, m = image[0].flatten(), reference[0].flatten(), matched[0].flatten()
+    assert torch.allclose(m[x > -1].sort().values, r[r > -1].sort().values, atol=1e-5)
+    assert matched[1][image[1] == 0.3].unique().numel() == 1
+
+
+def test_histogram_match_batch_other_foreground_sizes_and_empty_ones():
+    """A smaller foreground spans the reference's quantiles from its minimum to its maximum; an empty one (or an
+    empty reference) is all background."""
+    image = torch.full((1, 1, 10, 10), -1.0)
+    image[..., 2:4, 2:7] = torch.linspace(-0.5, 0.5, 10).view(2, 5)
+    reference = torch.full((1, 1, 10, 10), -1.0)
+    reference[..., 1:9, 1:9] = torch.linspace(0.0, 0.9, 64).view(8, 8)
+    m = histogram_match_batch(image, reference)[image > -1]
+    assert m.min().item() == pytest.approx(0.0) and m.max().item() == pytest.approx(0.9)
+    assert torch.all(histogram_match_batch(torch.full_like(image, -1.0), reference) == -1.0)
+    assert torch.all(histogram_match_batch(image, torch.full_like(reference, 0.2)) == 0.2)
+    with pytest.raises(ValueError, match="batch and channels differ"):
+        histogram_match_batch(image, reference.expand(2, 1, 10, 10))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medtrans.cli import main
-from medtrans.data import ImageRecord, TrainStream
+from medtrans.data import ImageRecord, TrainStream, histogram_match_batch
 from medtrans.engine import TranslationTrainer, latest_checkpoint
 from medtrans.losses import invert_foreground
 from medtrans.methods import build_method, method_names
@@ -136,6 +136,33 @@ def test_negative_examples_teach_the_discriminator_the_source_is_fake(variant, t
     assert source_negative < flip_negative - 0.05 and source_negative < source - 0.15 and target_negative > flip_negative
 
 
+@pytest.mark.parametrize("variant", ["cut", "unit"])
+def test_histogram_matched_negatives_teach_the_discriminator_the_contrast(variant, tiny):
+    """The T1 histogram-matched to the T2 batch differs from a T2 only in its contrast. A discriminator shown a flipped
+    T1 as fake judges the matched T1 more real than the flip; negatives of the raw T1 teach it the T1's histogram
+    more than its contrast and leave the matched T1 nearly as real; histogram-matched negatives put it as fake as the
+    flip."""
+    name, kwargs, _ = tiny(variant)
+    batch = next(_stream(name, 2, paired=False))
+    matched, flipped = (histogram_match_batch(image, batch["b"]) for image in (batch["a"], invert_foreground(batch["a"])))
+
+    def judged(**negatives):
+        seed_everything(0)
+        method = build_method(name, spatial_dims=2, **negatives, **kwargs).setup("cpu")
+        discriminator = method.net_d if hasattr(method, "net_d") else method.d_b
+        for _ in range(60):
+            method.optimize("discriminator", method.discriminator_adversarial(discriminator, batch["b"], flipped, batch["a"]))
+        with torch.no_grad():
+            return [torch.cat([t.flatten() for t in discriminator_logits(discriminator(image))]).mean().item()
+                    for image in (matched, flipped, batch["b"])]
+
+    (plain, flip, _), (raw_negatives, _, _) = judged(), judged(lambda_negative=1.0)
+    matched_negatives, flip_matched_negatives, target = judged(lambda_negative=1.0, negative_type="histogram_matched")
+    assert plain > flip + 0.1
+    assert matched_negatives < raw_negatives - 0.1 and matched_negatives < plain - 0.15
+    assert matched_negatives < flip_matched_negatives + 0.02 and target > flip_matched_negatives + 0.25
+
+
 @pytest.mark.parametrize("variant", ["cut", "fsesim", "nec", "cyclegan", "cycle_medgan", "unit"])
 def test_each_discriminator_gets_the_other_domain_as_negatives(variant, tiny, monkeypatch):
     name, kwargs, _ = tiny(variant)
@@ -159,6 +186,10 @@ def test_negative_examples_need_a_weight_and_unpaired_data(tiny):
         build_method("cut", spatial_dims=2, lambda_negative=-1.0, **tiny("cut")[1])
     with pytest.raises(ValueError, match="lambda_negative: Pix2Pix is paired"):
         build_method("pix2pix", spatial_dims=2, lambda_negative=1.0, **tiny("pix2pix")[1])
+    with pytest.raises(ValueError, match="negative_type must be one of"):
+        build_method("cut", spatial_dims=2, lambda_negative=1.0, negative_type="matched", **tiny("cut")[1])
+    with pytest.raises(ValueError, match="negative_type='histogram_matched' needs lambda_negative > 0"):
+        build_method("cut", spatial_dims=2, negative_type="histogram_matched", **tiny("cut")[1])
 
 
 def test_unknown_method_and_mismatched_data(tiny, tmp_path):

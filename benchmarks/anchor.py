@@ -97,8 +97,7 @@ def judged_real(method, images: dict[str, np.ndarray]) -> dict[str, float]:
     """The target-domain discriminator's mean output on each stack of (N, 128, 128) slices in [0, 1] (LSGAN: 1 = real,
     0 = fake): which of the test T2, the bar (inverted T1, hist-matched) and the plain hist-matched T1 it takes for
     real, beside the translation itself; the adversarial term pulls the generator toward what it scores higher."""
-    name = "net_d" if hasattr(method, "net_d") else "d_b"
-    network, device = getattr(method, name), method.device
+    network, device = method.target_discriminator, method.device
     network.eval()
     scores = {}
     for key, slices in images.items():

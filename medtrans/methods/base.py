@@ -291,6 +291,12 @@ class TranslationMethod(nn.Module):
         return getattr(self, self._generator_attribute)
 
     @property
+    def target_discriminator(self) -> nn.Module:
+        """The discriminator that judges domain B: a one-sided method's only one, a two-sided method's ``d_b``."""
+        names = self.discriminator_names
+        return getattr(self, names[0] if len(names) == 1 else "d_b")
+
+    @property
     def translator(self) -> nn.Module:
         """The A→B network a trained translator is made of: the generator's moving average when ``ema_decay`` > 0
         (once :meth:`setup` has built it), else the generator itself."""

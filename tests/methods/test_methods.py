@@ -124,7 +124,7 @@ def test_negative_examples_teach_the_discriminator_the_source_is_fake(variant, t
     def judged(lambda_negative):
         seed_everything(0)
         method = build_method(name, spatial_dims=2, lambda_negative=lambda_negative, **kwargs).setup("cpu")
-        discriminator = method.net_d if hasattr(method, "net_d") else method.d_b
+        discriminator = method.target_discriminator
         for _ in range(60):
             method.optimize("discriminator", method.discriminator_adversarial(discriminator, batch["b"], flipped, batch["a"]))
         with torch.no_grad():
@@ -149,7 +149,7 @@ def test_histogram_matched_negatives_teach_the_discriminator_the_contrast(varian
     def judged(**negatives):
         seed_everything(0)
         method = build_method(name, spatial_dims=2, **negatives, **kwargs).setup("cpu")
-        discriminator = method.net_d if hasattr(method, "net_d") else method.d_b
+        discriminator = method.target_discriminator
         for _ in range(60):
             method.optimize("discriminator", method.discriminator_adversarial(discriminator, batch["b"], flipped, batch["a"]))
         with torch.no_grad():
@@ -168,17 +168,19 @@ def test_each_discriminator_gets_the_other_domain_as_negatives(variant, tiny, mo
     name, kwargs, _ = tiny(variant)
     method = build_method(name, spatial_dims=2, lambda_negative=1.0, **kwargs).setup("cpu")
     batch = {"a": torch.rand(1, 1, 32, 32) * 2 - 1, "b": torch.rand(1, 1, 32, 32) * 2 - 1}
-    seen = {}
+    seen, judges = {}, {}
     judge = method.discriminator_adversarial
 
     def spy(discriminator, real, fake, negative=None):
         domain = next(k for k, v in batch.items() if torch.equal(v, real))
         seen[domain] = negative is not None and torch.equal(negative, batch["b" if domain == "a" else "a"])
+        judges[domain] = discriminator
         return judge(discriminator, real, fake, negative)
 
     monkeypatch.setattr(method, "discriminator_adversarial", spy)
     method.training_step(batch)
     assert seen == ({"b": True} if len(method.discriminator_names) == 1 else {"a": True, "b": True})
+    assert judges["b"] is method.target_discriminator
 
 
 def test_negative_examples_need_a_weight_and_unpaired_data(tiny):

@@ -10,7 +10,10 @@ This script stacks each PNG folder into one NIfTI volume (slices along the last 
 medtrans method on 128×128 slices, batch 1, uniform slice sampling, intensities 0–255 mapped to [-1, 1] as the
 reference code maps them, translates testA slice by slice, writes the outputs as PNGs under the testA names (network
 range back to 0–255, as the reference's ``tensor2im``), and runs the protocol's ``score`` on them. The summary adds
-r(source), the outputs' correlation with the test T1 in the mask (negative once the contrast is flipped), and the
+r(source), the outputs' correlation with the test T1 in the mask (negative once the contrast is flipped); the CSF–WM
+contrast, the outputs' median in the CSF minus that in the white matter, relative to the real T2's (1 = the T2's
+contrast, negative = the T1's; medians, so speckle barely moves it, unlike r; the tissues are a 3-class Otsu of the
+test T1 in the mask); the
 checkerboard measure of ``medtrans.metrics`` on the stacked slices (the outputs' energy at the 2-pixel period relative
 to the target's; 1 = none added), and ``judged_real``: the target-domain discriminator's mean output on the test T2, on
 the bar (the inverted test T1, hist-matched to trainB), on the plain hist-matched test T1 and on the translation
@@ -45,6 +48,7 @@ import numpy as np
 import torch
 from ignite.engine import Events
 from PIL import Image
+from skimage.filters import threshold_multiotsu
 
 from medtrans.data import ImageRecord, TrainStream
 from medtrans.engine import TranslationTrainer
@@ -93,6 +97,18 @@ def protocol_tool():
 
 
 @torch.no_grad()
+def csf_wm_contrast(output: np.ndarray, source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
+    """The output's CSF–WM median difference over the real target's, the tissues being a 3-class Otsu of ``source`` in
+    ``mask`` (darkest class CSF, brightest WM: a T1): 1 = the T2's contrast, negative = the T1's, 0 = none."""
+    low, high = threshold_multiotsu(source[mask], classes=3)
+    csf, wm = mask & (source < low), mask & (source >= high)
+
+    def contrast(image: np.ndarray) -> float:
+        return float(np.median(image[csf]) - np.median(image[wm]))
+
+    return contrast(output) / contrast(target.astype(np.float32))
+
+
 def judged_real(method, images: dict[str, np.ndarray]) -> dict[str, float]:
     """The target-domain discriminator's mean output on each stack of (N, 128, 128) slices in [0, 1] (LSGAN: 1 = real,
     0 = fake): which of the test T2, the bar (inverted T1, hist-matched) and the plain hist-matched T1 it takes for
@@ -168,6 +184,7 @@ def main() -> None:
         output = pixels.astype(np.float32)
         r_source = {"model": correlation(output, source, mask), "target": correlation(target, source, mask)}
         grid = checkerboard(output, target, mask)  # 2-voxel-period energy relative to the target's
+        tissues = csf_wm_contrast(output, source, target, mask)
         judged = judged_real(trainer.method, {**probes, "translation": np.moveaxis(output, -1, 0) / 255})
         scores = predictions.with_suffix(".json")
         subprocess.run([sys.executable, str(TOOL), "score", "--data", str(data), "--pred", str(predictions), "--label",
@@ -176,7 +193,7 @@ def main() -> None:
                         str(predictions.with_suffix(".png"))], check=True)
         summary = {"label": label, "iterations": iterations, "train_seconds": seconds, "seed": args.seed,
                    "options": args.set, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                   "r_source": r_source, "checkerboard": grid,
+                   "r_source": r_source, "csf_wm_contrast": tissues, "checkerboard": grid,
                    "judged_real": judged, "scores": json.loads(scores.read_text())}
         (predictions.with_suffix(".summary.json")).write_text(json.dumps(summary, indent=2))
         print(json.dumps(summary, indent=2), flush=True)

@@ -96,7 +96,6 @@ def protocol_tool():
     return module
 
 
-@torch.no_grad()
 def csf_wm_contrast(output: np.ndarray, source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
     """The output's CSF–WM median difference over the real target's, the tissues being a 3-class Otsu of ``source`` in
     ``mask`` (darkest class CSF, brightest WM: a T1): 1 = the T2's contrast, negative = the T1's, 0 = none."""
@@ -109,6 +108,7 @@ def csf_wm_contrast(output: np.ndarray, source: np.ndarray, target: np.ndarray, 
     return contrast(output) / contrast(target.astype(np.float32))
 
 
+@torch.no_grad()
 def judged_real(method, images: dict[str, np.ndarray]) -> dict[str, float]:
     """The target-domain discriminator's mean output on each stack of (N, 128, 128) slices in [0, 1] (LSGAN: 1 = real,
     0 = fake): which of the test T2, the bar (inverted T1, hist-matched) and the plain hist-matched T1 it takes for

@@ -112,39 +112,18 @@ def test_polarity_prior_starts_nec_at_the_inverted_contrast(tiny):
     assert correlation([]) > -0.3
 
 
-def _judged_after_training(variant, tiny, fake, images, **options):
-    """A tiny method's domain-B discriminator after 60 steps on a real T2 (real), ``fake`` (fake) and the T1 (negative,
-    weighed by the options' ``lambda_negative``): its mean output on each of ``images``."""
+def _judged_after_training(variant, tiny, batch, fake, images, **options):
+    """A tiny method's domain-B discriminator after 60 steps on ``batch``'s T2 (real), ``fake`` (fake) and its T1
+    (negative, weighed by the options' ``lambda_negative``): its mean output on each of ``images``."""
     name, kwargs, _ = tiny(variant)
-    batch = next(_stream(name, 2, paired=False))
     seed_everything(0)
     method = build_method(name, spatial_dims=2, **options, **kwargs).setup("cpu")
     discriminator = method.target_discriminator
     for _ in range(60):
-        method.optimize("discriminator", method.discriminator_adversarial(discriminator, batch["b"], fake(batch), batch["a"]))
+        method.optimize("discriminator", method.discriminator_adversarial(discriminator, batch["b"], fake, batch["a"]))
     with torch.no_grad():
-        return [torch.cat([t.flatten() for t in discriminator_logits(discriminator(image(batch)))]).mean().item()
+        return [torch.cat([t.flatten() for t in discriminator_logits(discriminator(image))]).mean().item()
                 for image in images]
-
-
-def _t1(batch):
-    return batch["a"]
-
-
-def _t2(batch):
-    return batch["b"]
-
-
-def _flipped(batch):
-    return invert_foreground(batch["a"])
-
-
-def _matched(batch):
-    return histogram_match_batch(batch["a"], batch["b"])
-
-
-def _flipped_matched(batch):
-    return histogram_match_batch(invert_foreground(batch["a"]), batch["b"])
 
 
 @pytest.mark.parametrize("variant", ["cut", "unit"])
@@ -152,9 +131,11 @@ def test_negative_examples_teach_the_discriminator_the_source_is_fake(variant, t
     """A discriminator shown a real T2 as real and the inverted T1 as fake (a generator that has flipped the contrast)
     comes to judge the unflipped T1 more real than the flip: the adversarial term then pulls the generator back to
     the source's contrast. With ``lambda_negative`` it judges the T1 the least real of the three."""
-    images = (_t1, _flipped, _t2)
-    source, flip, target = _judged_after_training(variant, tiny, _flipped, images)
-    source_negative, flip_negative, target_negative = _judged_after_training(variant, tiny, _flipped, images,
+    batch = next(_stream(tiny(variant)[0], 2, paired=False))
+    flipped = invert_foreground(batch["a"])
+    images = (batch["a"], flipped, batch["b"])
+    source, flip, target = _judged_after_training(variant, tiny, batch, flipped, images)
+    source_negative, flip_negative, target_negative = _judged_after_training(variant, tiny, batch, flipped, images,
                                                                              lambda_negative=1.0)
     assert source > flip + 0.05 and target > source
     assert source_negative < flip_negative - 0.05 and source_negative < source - 0.15 and target_negative > flip_negative
@@ -166,11 +147,13 @@ def test_histogram_matched_negatives_teach_the_discriminator_the_contrast(varian
     (and matched) T1 as fake judges the matched T1 more real than the flip; negatives of the raw T1 teach it the T1's
     histogram more than its contrast and leave the matched T1 nearly as real; histogram-matched negatives put it as
     fake as the flip."""
-    images = (_matched, _flipped_matched, _t2)
-    plain, flip, _ = _judged_after_training(variant, tiny, _flipped_matched, images)
-    raw_negatives, _, _ = _judged_after_training(variant, tiny, _flipped_matched, images, lambda_negative=1.0)
+    batch = next(_stream(tiny(variant)[0], 2, paired=False))
+    matched, flipped = (histogram_match_batch(image, batch["b"]) for image in (batch["a"], invert_foreground(batch["a"])))
+    images = (matched, flipped, batch["b"])
+    plain, flip, _ = _judged_after_training(variant, tiny, batch, flipped, images)
+    raw_negatives, _, _ = _judged_after_training(variant, tiny, batch, flipped, images, lambda_negative=1.0)
     matched_negatives, flip_matched_negatives, target = _judged_after_training(
-        variant, tiny, _flipped_matched, images, lambda_negative=1.0, negative_type="histogram_matched")
+        variant, tiny, batch, flipped, images, lambda_negative=1.0, negative_type="histogram_matched")
     assert plain > flip + 0.1
     assert matched_negatives < raw_negatives - 0.1 and matched_negatives < plain - 0.15
     assert matched_negatives < flip_matched_negatives + 0.02 and target > flip_matched_negatives + 0.25

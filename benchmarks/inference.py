@@ -34,7 +34,8 @@ import torch
 from monai.inferers.utils import _get_scan_interval, dense_patch_slices
 
 from medtrans.inference import InferenceSettings, Translator
-from medtrans.model import TranslationModel, build_network
+from medtrans.model import TranslationModel
+from medtrans.networks.registry import build_network
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lesjak-ms-mni" / "patient07" / "T1.nii.gz"
 

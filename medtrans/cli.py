@@ -3,19 +3,26 @@
 Every option is defined here, with its default shown in ``--help``; the work itself is imported only when a command
 runs, so ``--help`` answers at once. A bad option value, a bad input file or an unwritable output is reported in one
 line naming the option or the file, with exit status 1 and nothing written; ``--debug`` shows the traceback instead.
+SIGINT (Ctrl-C) and SIGTERM stop a command alike: its temporaries and half-written outputs are removed, one line says
+so, exit status 130 or 143.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
+import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import medtrans
 from medtrans import defaults
-from medtrans.errors import MedtransError
+from medtrans.errors import MedtransError, Terminated
 
 __all__ = ["build_parser", "main", "method_names"]
 
@@ -57,6 +64,8 @@ def _number(kind: type, low: float | None = None, high: float | None = None, hig
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if not math.isfinite(value):  # NaN passes every comparison below (each is False), Inf every lower bound
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
         too_high = high is not None and (value >= high if high_open else value > high)
         if (low is not None and value < low) or too_high:
             raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
@@ -69,6 +78,27 @@ _positive_int = _number(int, 1, what=">= 1")
 _non_negative_int = _number(int, 0, what=">= 0")
 _positive_float = _number(float, 1e-12, what="> 0")
 _fraction = _number(float, 0.0, 1.0, high_open=True, what="in [0, 1)")
+_seed = _number(int, 0, defaults.SEED_MAX, what="in [0, 2**64 - 1]")
+_percentile = _number(float, 0.0, 100.0, what="in [0, 100]")
+
+
+class _Increasing(argparse.Action):
+    """A ``LOW HIGH`` pair (``nargs=2``, each value checked by its ``type``) with ``LOW < HIGH``."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        low, high = values
+        if not low < high:
+            parser.error(f"argument {option_string}: LOW must be below HIGH, got {low:g} {high:g}")
+        setattr(namespace, self.dest, (low, high))
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
+def _device(text: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether that CUDA device exists is checked when torch is loaded)."""
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(defaults.DEVICE_TYPES)}, got {text!r}")
+    return text
 
 
 # -- the commands -----------------------------------------------------------------------------------------------------
@@ -84,11 +114,11 @@ def _add_demo(subparsers: argparse._SubParsersAction, common: argparse.ArgumentP
     p.add_argument("--output", type=Path, default=Path("demo_output"), help="output folder")
     p.add_argument("--data", type=Path, help="use DIR/{A,B,test/A,test/B[,test/mask]} instead of the embedded dataset")
     p.add_argument("--iterations", type=_positive_int, default=2200, help="training iterations")
-    p.add_argument("--seed", type=int, default=0, help="seed of the dataset, the initial weights and the batches")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the dataset, the initial weights and the batches")
     p.add_argument("--threads", type=_positive_int,
                    help="torch CPU threads (default: the CPU cores this process may use, at most 4; fixed per machine, "
                    "so a busy machine gives the same result, only later)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     p.set_defaults(run="medtrans.demo:run_demo_command")
 
@@ -120,10 +150,10 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
                    help="threads that read and preprocess the volumes, once, before training")
     p.add_argument("--memory-gb", type=_positive_float, default=defaults.MEMORY_GB,
                    help="memory the preprocessed training volumes may take")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=defaults.PRECISION_TYPES, default=defaults.PRECISION,
                    help="auto: fp32 on CPU; on CUDA TF32, and bf16 autocast for batches of 96³ voxels or more")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and of the batches")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the initial weights and of the batches")
     p.add_argument("--tracking", choices=defaults.TRACKING_TYPES, default="tensorboard", help="where losses are recorded")
     p.add_argument("--log-interval", type=_positive_int, default=defaults.LOG_INTERVAL,
                    help="iterations between log lines (losses, it/s, data wait, time left)")
@@ -157,14 +187,15 @@ def _add_translate(subparsers: argparse._SubParsersAction, common: argparse.Argu
     p.add_argument("--blend-mode", choices=("gaussian", "constant"), help="3D models: window blending (default gaussian)")
     p.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="2D models: axis of the RAS volume to slice (default 2, axial)")
     p.add_argument("--batch-size", type=_positive_int, help=f"2D models: slices per forward pass (default {defaults.SLICE_BATCH_SIZE})")
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--device", type=_device, help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=defaults.PRECISION_TYPES,
                    help="auto (default): fp32 on CPU; on CUDA TF32, and bf16 for windows of 96³ voxels or more")
     p.add_argument("--target-intensity", choices=("model", "source", "histogram", "window"), default="model",
                    help="map outputs back with the model's recorded target range, the input's own mapping, "
                    "histogram matching to --reference, or --window LOW HIGH")
     p.add_argument("--reference", type=Path, help="reference target-domain volume for --target-intensity histogram")
-    p.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"), help="target range for --target-intensity window")
+    p.add_argument("--window", type=_number(float), nargs=2, action=_Increasing, metavar=("LOW", "HIGH"),
+                   help="target range for --target-intensity window (LOW < HIGH)")
     p.add_argument("--faithfulness-map", type=Path,
                    help="also write the per-voxel NGF alignment map 1-½<n(s),n(o)>² here, with <stem>_invented and "
                    "<stem>_erased beside it (edges the output added / lost); a folder when INPUT is a folder. "
@@ -186,8 +217,8 @@ def _add_evaluate(subparsers: argparse._SubParsersAction, common: argparse.Argum
     p.add_argument("--mask", type=Path, help="mask file, or folder of same-named masks (default: whole volume)")
     p.add_argument("--normalization", choices=defaults.NORMALIZATIONS, default="target",
                    help="target: both scaled by the target's percentiles; each: each by its own; none: raw values")
-    p.add_argument("--percentiles", type=float, nargs=2, default=(1.0, 99.0), metavar=("LOW", "HIGH"),
-                   help="percentiles of the normalisation")
+    p.add_argument("--percentiles", type=_percentile, nargs=2, action=_Increasing, default=(1.0, 99.0),
+                   metavar=("LOW", "HIGH"), help="percentiles of the normalisation (0 <= LOW < HIGH <= 100)")
     p.add_argument("--data-range", type=_positive_float, help="with --normalization none: the fixed data range")
     p.add_argument("--histogram-match", action="store_true", help="match the prediction's histogram to the target's first")
     p.add_argument("--sigma-mm", type=_number(float, 0.0, what=">= 0"), default=0.0, help="Gaussian smoothing of both volumes (mm)")
@@ -221,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     module, function = args.run.split(":")
+    previous = _catch_sigterm()
     try:
         return int(getattr(importlib.import_module(module), function)(args) or 0)
     except MedtransError as err:
@@ -228,9 +260,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"medtrans {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except Terminated:
+        print(f"medtrans {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"medtrans {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM does not cut the clean-up short
+    raise Terminated(f"signal {signum}")
+
+
+def _catch_sigterm() -> Any:
+    """Make SIGTERM raise :class:`~medtrans.errors.Terminated` (a ``KeyboardInterrupt``) in the main thread, so that
+    it cleans up as Ctrl-C does; returns the handler to restore (``None`` outside the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,12 @@ __all__ = [
     "ADVERSARIAL_CRITERIA",
     "BATCH_SIZE",
     "CHECKPOINT_INTERVAL",
+    "DEVICE_TYPES",
     "DISCRIMINATOR",
     "DISCRIMINATOR_LAYERS",
     "ITERATIONS",
     "LOG_INTERVAL",
+    "MAX_VOXELS",
     "MEMORY_GB",
     "NORMALIZATIONS",
     "NUM_WORKERS",
@@ -27,6 +29,7 @@ __all__ = [
     "ROI_SIZE",
     "SAMPLER_TYPE",
     "SAMPLER_TYPES",
+    "SEED_MAX",
     "SLICE_BATCH_SIZE",
     "SW_BATCH_SIZE",
     "TRACKING_TYPES",
@@ -56,6 +59,10 @@ TRACKING_TYPES = ("tensorboard", "mlflow", "none")
 PRECISION_TYPES = ("auto", "fp32", "bf16", "fp16")
 PRECISION = "auto"
 """See :mod:`medtrans.precision`: fp32 (TF32 on CUDA) for small batches, bf16 autocast on CUDA for large ones."""
+SEED_MAX = 2**64 - 1
+"""Largest ``--seed``: seeds lie in [0, 2**64 - 1], what ``torch.manual_seed`` and NumPy's generators all accept."""
+DEVICE_TYPES = ("auto", "cpu", "cuda", "cuda:N")
+"""What ``--device`` accepts (``cuda:N`` for an N that torch sees)."""
 
 # -- networks -------------------------------------------------------------------------------------------------------
 # Each method's networks, unless its ``generator`` / ``discriminator`` options name another ``_target_``; given
@@ -102,3 +109,8 @@ OVERLAP = 0.25
 SW_BATCH_SIZE = 1
 SLICE_BATCH_SIZE = 16
 """Slices per forward pass of 2D models."""
+MAX_VOXELS = 2**30
+"""Largest grid a volume is resampled to (a model's ``preprocessing.spacing``, a training preprocessing): 1024³ voxels,
+4 GiB per float32 copy. A finer spacing than that is refused before resampling starts (a model recorded with 0.001 mm
+would otherwise start a resampling of billions of voxels). It also bounds what is read: a file whose header claims more
+voxels is refused from its header, before any memory is allocated (:func:`medtrans.io.read_volume`)."""

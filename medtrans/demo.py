@@ -181,12 +181,14 @@ def run_demo_command(args: argparse.Namespace) -> int:
     before torch loads, unless OpenMP's wait settings are already given): on our 2-core machine this kept 98 % of the
     idle speed (7.3 vs 7.5 it/s) and made a machine with one busy process per core 1.7× faster than the default
     spinning (2.9 vs 1.7 it/s); passive waiting was faster under load (3.7) but 22 % slower idle."""
-    from medtrans.errors import InputError
+    from medtrans.io import check_outputs
+    from medtrans.utils import resolve_device
 
-    if args.data is not None:
-        data, output = args.data.resolve(), args.output.resolve()
-        if output == data or data in output.parents:
-            raise InputError(args.output, f"--output lies in --data {args.data}; the demo never writes among its data")
+    resolve_device(args.device)  # a CUDA device torch does not see: refused before the dataset is built
+    out = args.output
+    check_outputs([(out, "--output"), *((out / name, "--output") for name in ("generator.pt", "scores.csv", "montage.png"))],
+                  [(args.data, "--data")],
+                  folders=[(out / name, "--output") for name in ("run", "translated", "faithfulness", "baselines")])
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", "1000")
     run_demo(args.output, args.data, args.iterations, args.seed, args.device, not args.no_progress, args.threads)

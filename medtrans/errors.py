@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["InputError", "ModelError", "MedtransError"]
+__all__ = ["InputError", "ModelError", "MedtransError", "Terminated"]
 
 
 class MedtransError(Exception):
@@ -27,3 +27,8 @@ class ModelError(MedtransError, ValueError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread by ``medtrans``'s command line so that every clean-up that runs for Ctrl-C
+    (temporaries removed, half-written outputs rolled back) runs for it too."""

@@ -27,7 +27,8 @@ from scipy.ndimage import gaussian_filter
 from medtrans.data.intensity import foreground_mask, histogram_match
 from medtrans.defaults import NORMALIZATIONS
 from medtrans.errors import InputError
-from medtrans.io import Volume, atomic_write, check_writable, is_nifti, read_volume
+from medtrans.io import (Volume, atomic_write_many, check_input, check_outputs, check_writable, is_nifti, list_folder,
+                         read_volume)
 from medtrans.metrics import mae, psnr, ssim
 
 __all__ = [
@@ -70,8 +71,13 @@ class EvaluationProtocol:
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
-        if self.normalization == "none" and not (self.data_range and self.data_range > 0):
-            raise ValueError("normalization 'none' needs a positive data_range")
+        if not (math.isfinite(self.lower) and math.isfinite(self.upper) and 0 <= self.lower < self.upper <= 100):
+            raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {self.lower:g}, {self.upper:g}")
+        if not (math.isfinite(self.sigma_mm) and self.sigma_mm >= 0):
+            raise ValueError(f"sigma_mm must be a finite number >= 0, got {self.sigma_mm:g}")
+        if self.normalization == "none" and not (self.data_range and math.isfinite(self.data_range)
+                                                 and self.data_range > 0):
+            raise ValueError("normalization 'none' needs a positive, finite data_range")
         if self.normalization != "none":
             self.data_range = 1.0
 
@@ -81,10 +87,19 @@ class EvaluationProtocol:
         return cls(normalization="each", histogram_match=True, sigma_mm=0.5)
 
 
-def _scale(x: np.ndarray, ref: np.ndarray, mask: np.ndarray, lower: float, upper: float) -> np.ndarray:
+def _scale(x: np.ndarray, ref: np.ndarray, mask: np.ndarray, lower: float, upper: float, ref_path: Path,
+           mask_path: Path | None) -> np.ndarray:
+    """``x`` scaled by ``ref``'s percentiles inside ``mask`` to [0, 1] and clipped.
+
+    Raises:
+        InputError: naming ``ref_path`` (and the mask), when those percentiles are equal: ``ref`` is flat there.
+    """
     low, high = np.percentile(ref[mask], [lower, upper])
     if not high > low:
-        raise ValueError("the reference's percentiles inside the mask are equal: cannot normalise")
+        where = (f"inside the mask {mask_path} ({int(mask.sum())} voxels)" if mask_path is not None
+                 else "over the whole volume")
+        raise InputError(ref_path, f"is flat {where}: its {lower:g}th and {upper:g}th percentiles there are both "
+                                   f"{low:g}, so it cannot be scaled to [0, 1]; use a mask over varied tissue")
     return np.clip((x - low) / (high - low), 0.0, 1.0)
 
 
@@ -106,23 +121,29 @@ def evaluate_pair(pred: Volume, target: Volume, mask: Volume | None = None,
     """Score one prediction against its target.
 
     Raises:
-        InputError: when the grids differ or the mask is empty.
+        InputError: when the grids differ, the mask is empty or a single voxel, or a volume the normalisation scales
+            by is flat inside the mask.
     """
     protocol = protocol or EvaluationProtocol()
     _check_grid(pred, target, mask)
     m = mask.data > 0 if mask is not None else np.ones(pred.data.shape, bool)
     if not m.any():
         raise InputError(mask.path, "mask is empty")
+    if mask is not None and m.sum() < 2:
+        raise InputError(mask.path, "mask is a single voxel: nothing to score (no spread to normalise, no "
+                                    "neighbourhood for SSIM)")
+    mask_path = mask.path if mask is not None else None
     p, t = pred.data.astype(np.float64), target.data.astype(np.float64)
     if protocol.histogram_match:
         p = histogram_match(p, t, mask=m, reference_mask=m).astype(np.float64)
     if protocol.sigma_mm > 0:
         sigma = [protocol.sigma_mm / s for s in pred.spacing]
         p, t = gaussian_filter(p, sigma), gaussian_filter(t, sigma)
+    bounds = (protocol.lower, protocol.upper)
     if protocol.normalization == "target":
-        p, t = _scale(p, t, m, protocol.lower, protocol.upper), _scale(t, t, m, protocol.lower, protocol.upper)
+        p, t = (_scale(p, t, m, *bounds, target.path, mask_path), _scale(t, t, m, *bounds, target.path, mask_path))
     elif protocol.normalization == "each":
-        p, t = _scale(p, p, m, protocol.lower, protocol.upper), _scale(t, t, m, protocol.lower, protocol.upper)
+        p, t = (_scale(p, p, m, *bounds, pred.path, mask_path), _scale(t, t, m, *bounds, target.path, mask_path))
     # mask-outside voxels are set equal so that SSIM windows at the mask border see the background as agreeing
     p = np.where(m, p, t)
     dr = float(protocol.data_range)
@@ -176,17 +197,20 @@ def _subject(path: Path) -> str:
 
 def _match(pred: Path, target: Path, mask: Path | None) -> list[tuple[str, Path, Path, Path | None]]:
     for path in (pred, target, mask):
-        if path is not None and not path.exists():
-            raise InputError(path, "does not exist")
+        if path is not None:
+            check_input(path)  # exists, and a file or a folder: never a FIFO or a device
     if pred.is_file():
         if not target.is_file():
             raise InputError(target, "prediction is a file, so the target must be a file")
-        return [(_subject(pred), pred, target, mask if mask is None or mask.is_file() else None)]
-    preds = sorted(p for p in pred.iterdir() if is_nifti(p)) if pred.is_dir() else []
+        if mask is not None and not mask.is_file():
+            raise InputError(mask, "--mask is a folder, but the prediction is one file: give one mask file (a folder "
+                                   "of same-named masks goes with folders of predictions and targets)")
+        return [(_subject(pred), pred, target, mask)]
+    preds = [p for p in list_folder(pred) if is_nifti(p)]
     if not preds:
         raise InputError(pred, "holds no NIfTI prediction")
-    targets = {_subject(p): p for p in target.iterdir() if is_nifti(p)} if target.is_dir() else {}
-    masks = {_subject(p): p for p in mask.iterdir() if is_nifti(p)} if mask is not None and mask.is_dir() else {}
+    targets = {_subject(p): p for p in list_folder(target) if is_nifti(p)} if target.is_dir() else {}
+    masks = {_subject(p): p for p in list_folder(mask) if is_nifti(p)} if mask is not None and mask.is_dir() else {}
     out = []
     for p in preds:
         sid = _subject(p)
@@ -251,9 +275,9 @@ def run_evaluate(args: Any) -> int:
     outputs = []
     if args.csv is not None:
         outputs = [args.csv, args.csv.with_name(args.csv.stem + "_summary.csv")]
+        check_outputs([(path, "--csv") for path in outputs],
+                      [(args.prediction, "PREDICTION"), (args.target, "TARGET"), (args.mask, "--mask")])
         for path in outputs:
-            if any(path.resolve() == p.resolve() for p in (args.prediction, args.target, args.mask) if p is not None):
-                raise InputError(path, "--csv would overwrite an input")
             check_writable(path)
     table = evaluate_paths(args.prediction, args.target, args.mask, protocol)
     summary = summarize(table)
@@ -264,7 +288,7 @@ def run_evaluate(args: Any) -> int:
         print(f"mean ± std over {len(table)} subjects:")
         for metric, row in summary.iterrows():
             print(f"  {metric:7s} {row['mean']:.4f} ± {row['std']:.4f}")
-    if outputs:
-        atomic_write(outputs[0], lambda tmp: table.to_csv(tmp, index=False))
-        atomic_write(outputs[1], lambda tmp: summary.to_csv(tmp, index_label="metric"))
+    if outputs:  # the table and its summary: both or neither
+        atomic_write_many([(outputs[0], lambda tmp: table.to_csv(tmp, index=False)),
+                           (outputs[1], lambda tmp: summary.to_csv(tmp, index_label="metric"))])
     return 0

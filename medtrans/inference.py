@@ -7,7 +7,10 @@ and affine, float32, in target-domain intensity units.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +32,21 @@ from medtrans.data.intensity import (
 )
 from medtrans.errors import InputError, MedtransError, ModelError
 from medtrans.faithfulness import faithfulness_maps
-from medtrans.io import Volume, check_writable, is_dicom_dir, is_nifti, read_mask, read_volume, write_volume
+from medtrans.io import (
+    Volume,
+    check_input,
+    check_outputs,
+    check_writable,
+    is_dicom_dir,
+    is_nifti,
+    list_folder,
+    read_mask,
+    read_volume,
+    write_volumes,
+)
 from medtrans.model import TranslationModel, load_model
 from medtrans.precision import PRECISION_TYPES, autocast, resolve_precision
-from medtrans.preprocessing import Prepared, prepare
+from medtrans.preprocessing import Prepared, grid_problem, prepare
 from medtrans.utils import resolve_device
 
 __all__ = [
@@ -91,6 +105,19 @@ class InferenceSettings:
         if self.slice_axis not in (0, 1, 2):
             raise ValueError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis}")
 
+    @classmethod
+    def for_model(cls, model: TranslationModel, **overrides: Any) -> InferenceSettings:
+        """The settings ``model`` was saved with (its ``inference`` record), then ``overrides``.
+
+        Raises:
+            ModelError: naming the model's file, when its saved settings are not valid ones.
+        """
+        try:
+            cls(**model.inference)
+        except (TypeError, ValueError) as err:
+            raise ModelError(model.source, f"record field 'inference' is malformed: {err}") from None
+        return cls(**{**model.inference, **overrides})
+
 
 @dataclass
 class Translation:
@@ -146,7 +173,7 @@ class Translator:
         target_intensity: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
-        self.settings = settings or InferenceSettings(**model.inference)
+        self.settings = settings or InferenceSettings.for_model(model)
         self.target_intensity = validate_spec(target_intensity or model.target_intensity, TARGET_TYPES)
         self.device = resolve_device(self.settings.device)
         self.network = model.network.to(self.device).eval()
@@ -230,6 +257,9 @@ class Translator:
             raise ModelError(
                 self.model.source, f"expects {self.model.in_channels} input channels but {volume.path} has 1"
             )
+        problem = grid_problem(volume, self.model.preprocessing)
+        if problem is not None:  # the model's recorded spacing, not the volume, is at fault: refused before resampling
+            raise ModelError(self.model.source, f"its preprocessing.{problem}")
         prepared = prepare(volume, self.model.preprocessing, mask)
         y_net = self.run_network(torch.from_numpy(prepared.data)[None, None])[0, 0].numpy()
         y = prepared.to_source_grid(y_net)
@@ -269,10 +299,12 @@ class Translator:
         mask_path: str | Path | None = None,
         maps_eps: float = 0.15,
     ) -> Path:
-        """Read, translate and write one volume (and its faithfulness maps), atomically.
+        """Read, translate and write one volume and its faithfulness maps: all of them, or (on any failure or
+        interruption) none.
 
         Raises:
-            InputError: for a bad input, mask or output path (checked before any computation).
+            InputError: for a bad input, mask or output path (checked before any computation), or an output that
+                would overwrite an input or another output.
             ModelError: for a model that does not fit the input.
         """
         output_path = check_writable(output_path)
@@ -281,14 +313,30 @@ class Translator:
         map_paths = faithfulness_paths(faithfulness_map) if faithfulness_map is not None else {}
         for p in map_paths.values():
             check_writable(p)
+        check_outputs([(output_path, "OUTPUT"), *((p, "--faithfulness-map") for p in map_paths.values())],
+                      [(input_path, "INPUT"), (mask_path, "--mask"), *self._reads()])
         if mask_path is not None and not Path(mask_path).exists():
             raise InputError(mask_path, "--mask does not exist")
         volume = read_volume(input_path)
         mask = read_mask(mask_path, volume) if mask_path is not None else None
         result = self.translate(volume, mask, maps=bool(map_paths), maps_eps=maps_eps)
-        for name, p in map_paths.items():
-            write_volume(p, result.maps[name], volume, f"medtrans faithfulness {name} eps={maps_eps}")
-        return write_volume(output_path, result.output, volume, "medtrans translation")
+        maps = [(p, result.maps[name], f"medtrans faithfulness {name} eps={maps_eps}") for name, p in map_paths.items()]
+        return write_volumes([*maps, (output_path, result.output, "medtrans translation")], volume)[-1]
+
+    def _reads(self) -> list[tuple[Path | None, str]]:
+        """The files this translator reads besides its input: the model and the histogram reference."""
+        return _model_reads(self.model, self.target_intensity)
+
+
+def _model_reads(model: TranslationModel | str | Path, target_intensity: Mapping[str, Any] | None
+                 ) -> list[tuple[Path | None, str]]:
+    """``(path, option)`` of the files a translation reads besides its input and mask: the model (a checkpoint or a
+    bundle folder) and the reference volume of histogram matching."""
+    source = model.source if isinstance(model, TranslationModel) else Path(model)
+    target = target_intensity or (model.target_intensity if isinstance(model, TranslationModel) else None) or {}
+    reference = target.get("reference") if target.get("type") == "histogram" else None
+    return [(source if source.exists() else None, "--model"),
+            (Path(reference) if reference else None, "--reference")]
 
 
 def faithfulness_paths(path: str | Path) -> dict[str, Path]:
@@ -310,14 +358,13 @@ def list_inputs(path: str | Path) -> list[Path]:
     """The volumes to translate: one file, one DICOM-series folder, or the NIfTI files and DICOM series in a folder.
 
     Raises:
-        InputError: if the path does not exist or a folder holds nothing to translate.
+        InputError: if the path does not exist, is neither a file nor a folder (a FIFO, a device), is a folder that
+            cannot be listed, or is a folder that holds nothing to translate.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "does not exist")
+    path = check_input(path)
     if path.is_file() or is_dicom_dir(path):
         return [path]
-    found = sorted(p for p in path.iterdir() if (p.is_file() and is_nifti(p)) or (p.is_dir() and is_dicom_dir(p)))
+    found = [p for p in list_folder(path) if (p.is_file() and is_nifti(p)) or (p.is_dir() and is_dicom_dir(p))]
     if not found:
         raise InputError(path, "input folder holds no NIfTI file or DICOM series")
     return found
@@ -327,15 +374,11 @@ def _output_name(path: Path) -> str:
     return path.name if is_nifti(path) else f"{path.name}.nii.gz"
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
-
-
-def _plan(inputs: list[Path], input_path: Path, output: Path, faithfulness_map: Path | None
-          ) -> tuple[list[tuple[Path, Path, Path | None]], list[Path]]:
+def _plan(inputs: list[Path], input_path: Path, output: Path, faithfulness_map: Path | None,
+          reads: Sequence[tuple[Path | None, str]] = ()) -> tuple[list[tuple[Path, Path, Path | None]], list[Path]]:
     """``(input, output, faithfulness map)`` triples and the folders to create. Refuses — before anything is read or
-    written — an output that is an input or lies inside an input folder, and an output that cannot be written."""
+    written — an output that is an input, one of ``reads`` (``(path, option)`` of the other files the command reads),
+    lies inside an input folder or names the same file as another output, and an output that cannot be written."""
     single = inputs == [input_path]  # a file or one DICOM series, not a folder of volumes
     folders: list[Path] = []
     if single:
@@ -352,12 +395,13 @@ def _plan(inputs: list[Path], input_path: Path, output: Path, faithfulness_map: 
                 folders.append(folder)
         triples = [(p, output / _output_name(p), faithfulness_map / _output_name(p) if faithfulness_map else None)
                    for p in inputs]
-    for source, target, fmap in triples:
-        guarded = [g for g in (input_path, source) if g.is_dir()]
+    outputs = [] if single else [(output, "OUTPUT"), (faithfulness_map, "--faithfulness-map")]
+    for _, target, fmap in triples:
+        outputs.append((target, "OUTPUT"))
+        outputs.extend((p, "--faithfulness-map") for p in (faithfulness_paths(fmap).values() if fmap is not None else ()))
+    check_outputs(outputs, [(input_path, "INPUT"), *reads])
+    for _, target, fmap in triples:
         for path in [target, *(faithfulness_paths(fmap).values() if fmap is not None else ())]:
-            if path.resolve() == source.resolve() or any(_inside(path, g) for g in guarded):
-                raise InputError(path, f"would overwrite or write inside the input {source}; translate never "
-                                       "modifies its input")
             if path.parent not in folders:
                 check_writable(path)
             if not is_nifti(path):
@@ -413,21 +457,27 @@ def translate_path(
     """
     input_path, output_path = Path(input_path), Path(output_path)
     fmap = Path(faithfulness_map) if faithfulness_map is not None else None
-    triples, folders = _plan(list_inputs(input_path), input_path, output_path, fmap)
+    reads = [(Path(mask) if mask is not None else None, "--mask"), *_model_reads(model, target_intensity)]
+    triples, folders = _plan(list_inputs(input_path), input_path, output_path, fmap, reads)
     model = model if isinstance(model, TranslationModel) else load_model(model)
-    translator = Translator(model, InferenceSettings(**{**model.inference, **settings}), target_intensity)
-    for folder in folders:
-        folder.mkdir()
+    translator = Translator(model, InferenceSettings.for_model(model, **settings), target_intensity)
     failures, written = [], []
     progress = translator.settings.progress and len(triples) > 1
-    for src, dst, maps in tqdm(triples, desc="volumes", disable=not progress):
-        try:
-            written.append(translator.translate_file(src, dst, maps, mask, faithfulness_eps))
-        except InputError as err:
-            if len(triples) == 1:
-                raise
-            failures.append(str(err))
-            tqdm.write(f"medtrans: skipped {err}")
+    try:
+        for folder in folders:
+            folder.mkdir()
+        for src, dst, maps in tqdm(triples, desc="volumes", disable=not progress):
+            try:
+                written.append(translator.translate_file(src, dst, maps, mask, faithfulness_eps))
+            except InputError as err:
+                if len(triples) == 1:
+                    raise
+                failures.append(str(err))
+                tqdm.write(f"medtrans: skipped {err}")
+    finally:
+        for folder in reversed(folders):  # the output folders this call created, unless something was written there
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     if failures:
         raise MedtransError(f"{len(failures)} of {len(triples)} volumes failed:\n  " + "\n  ".join(failures))
     return written
@@ -441,7 +491,11 @@ def run_translate(args: Any) -> int:
     """Body of ``medtrans translate``: paths first, then the model and its options, then the volumes."""
     given = {name: getattr(args, name) for name in (*_ONLY_3D, *_ONLY_2D, "device", "precision")
              if getattr(args, name) is not None}
-    _plan(list_inputs(args.input), args.input, args.output, args.faithfulness_map)
+    for path in (args.mask, args.reference, args.model):  # a FIFO or a device would block or never end: refused now
+        if path is not None and os.path.lexists(path):
+            check_input(path)
+    _plan(list_inputs(args.input), args.input, args.output, args.faithfulness_map,
+          [(args.mask, "--mask"), (args.reference, "--reference"), (args.model, "--model")])
     target = _target_spec(args)
     model = load_model(args.model)
     for name in _ONLY_3D if model.spatial_dims == 2 else _ONLY_2D:

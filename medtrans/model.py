@@ -7,6 +7,10 @@ bundle export, ``medtrans translate`` and MONAI Label all read that object or it
 inside the trainer's checkpoints (under ``"generator"``) and by :func:`save_generator`, and is read back by
 :func:`load_model` from either, or from a bundle folder (``models/model.pt``). Networks are described by MONAI-bundle
 style configs (``{"_target_": "medtrans.networks...."}``), so checkpoints and bundles share one vocabulary.
+
+A translator is a file people share, so loading one never runs code from it: the file is read with
+``torch.load(weights_only=True)`` (tensors and plain containers only), every field of the record is checked, and the
+network is built by :func:`medtrans.networks.registry.build_network`, which treats its config as plain data.
 """
 
 from __future__ import annotations
@@ -16,46 +20,45 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from monai.bundle import ConfigParser
 from torch import nn
 
 from medtrans.data.intensity import TARGET_TYPES, validate_spec
 from medtrans.errors import ModelError
 from medtrans.io import atomic_write
+from medtrans.networks.registry import build_network, check_plain_data
 from medtrans.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
     from medtrans.data.stream import TrainStream
     from medtrans.methods.base import TranslationMethod
 
-__all__ = ["FORMAT", "TranslationModel", "atomic_torch_save", "build_network", "load_model", "save_generator"]
+__all__ = ["FORMAT", "TranslationModel", "atomic_torch_save", "load_model", "save_generator"]
 
 FORMAT = "medtrans.generator/1"
-ALLOWED_TARGET_PREFIXES = ("medtrans.", "monai.networks.")
 
 
-def build_network(network_def: dict[str, Any], source: str | Path = "<config>") -> nn.Module:
-    """Instantiate a network from a bundle-style config dict.
-
-    Raises:
-        ModelError: when ``_target_`` is missing or outside medtrans/MONAI networks, or construction fails.
-    """
-    target = str(network_def.get("_target_", ""))
-    if not target.startswith(ALLOWED_TARGET_PREFIXES):
-        raise ModelError(source, f"network _target_ {target!r} is not a medtrans or MONAI network")
-    try:
-        return ConfigParser({"network": dict(network_def)}).get_parsed_content("network", instantiate=True)
-    except Exception as err:  # noqa: BLE001 - report any construction failure against the file
-        cause = err
-        while cause.__cause__ is not None:  # MONAI wraps the network's own error
-            cause = cause.__cause__
-        reason = (str(cause).strip().splitlines() or [""])[0]
-        raise ModelError(source, f"cannot build network {target} ({type(cause).__name__}: {reason})") from err
+_WRITE_FAILURES = ("inline_container", "PytorchStreamWriter", "unexpected pos", "file write failed")
+"""What ``torch.save``'s zip writer says (as a ``RuntimeError``, not an ``OSError``) when the disk fills up."""
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary name beside ``path``, then rename: no half-written checkpoint on failure."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` to a temporary name beside ``path``, then rename: no half-written checkpoint on failure.
+
+    Raises:
+        InputError: naming ``path`` when it cannot be written, full disk included (torch's writer reports that as a
+            ``RuntimeError``, turned here into the ``OSError`` :func:`~medtrans.io.atomic_write` reports).
+    """
+    def save(tmp: str) -> None:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as err:
+            text = str(err)
+            if not any(marker in text for marker in _WRITE_FAILURES):
+                raise
+            first = (text.strip().splitlines() or [""])[0][:200]
+            raise OSError(f"torch.save failed, is the disk full? ({first})") from err
+
+    return atomic_write(path, save)
 
 
 @dataclass
@@ -121,20 +124,51 @@ def save_generator(path: str | Path, model: TranslationModel) -> Path:
     return atomic_torch_save(model.record(), path)
 
 
+_RECORD_KEYS = {"format", "network_def", "spatial_dims", "state_dict", "preprocessing", "target_intensity", "inference"}
+
+
+def _field(record: dict[str, Any], key: str, kind: type | tuple[type, ...], source: Path, default: Any = None) -> Any:
+    value = record.get(key, default)
+    if not isinstance(value, kind):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ModelError(source, f"record field {key!r} must be a {expected}, got {type(value).__name__}")
+    return value
+
+
 def _from_record(record: dict[str, Any], source: Path) -> TranslationModel:
     if record.get("format") != FORMAT:
         raise ModelError(source, f"is not a medtrans generator checkpoint (format {record.get('format')!r}, expected {FORMAT!r})")
-    network = build_network(record["network_def"], source)
-    _load_weights(network, record["state_dict"], source)
-    pre = record.get("preprocessing") or {}
-    target = validate_spec(record.get("target_intensity") or {"type": "source"}, TARGET_TYPES)
+    unknown = sorted(map(str, set(record) - _RECORD_KEYS))
+    if unknown:
+        raise ModelError(source, f"record has unknown field(s) {', '.join(unknown)}")
+    network_def = _field(record, "network_def", dict, source)
+    spatial_dims = _field(record, "spatial_dims", int, source)
+    state_dict = _field(record, "state_dict", dict, source)
+    if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
+        raise ModelError(source, f"record field 'spatial_dims' must be 2 or 3, got {spatial_dims!r}")
+    if network_def.get("spatial_dims", spatial_dims) != spatial_dims:
+        raise ModelError(source, f"holds a {network_def['spatial_dims']}D network but its record says {spatial_dims}D")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
+        raise ModelError(source, "record field 'state_dict' must map parameter names to tensors")
+    pre = _field(record, "preprocessing", dict, source, {})
+    target = _field(record, "target_intensity", dict, source, {"type": "source"})
+    inference = _field(record, "inference", dict, source, {})
+    try:
+        for key, value in (("preprocessing", pre), ("target_intensity", target), ("inference", inference)):
+            check_plain_data(value, key)
+        preprocessing = Preprocessing(**pre)
+        target = validate_spec(target, TARGET_TYPES)
+    except (TypeError, ValueError) as err:
+        raise ModelError(source, f"record is malformed: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    network = build_network(network_def, source)
+    _load_weights(network, state_dict, source)
     return TranslationModel(
         network=network.eval(),
-        network_def=dict(record["network_def"]),
-        spatial_dims=int(record["spatial_dims"]),
-        preprocessing=Preprocessing(**pre),
+        network_def=dict(network_def),
+        spatial_dims=spatial_dims,
+        preprocessing=preprocessing,
         target_intensity=target,
-        inference=dict(record.get("inference") or {}),
+        inference=dict(inference),
         source=source,
     )
 
@@ -142,8 +176,8 @@ def _from_record(record: dict[str, Any], source: Path) -> TranslationModel:
 def _load_weights(network: nn.Module, state_dict: dict[str, torch.Tensor], source: Path) -> None:
     try:
         network.load_state_dict(state_dict)
-    except RuntimeError as err:
-        first = str(err).splitlines()[1:3]
+    except (RuntimeError, TypeError, ValueError) as err:
+        first = str(err).splitlines()[1:3] or str(err).splitlines()[:1]
         raise ModelError(
             source, f"holds weights of another architecture than {type(network).__name__}: {' '.join(first).strip()}"
         ) from err

@@ -7,6 +7,7 @@ network sees the same kind of input in both.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,10 +17,11 @@ import torch
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from medtrans.data.intensity import AffineIntensity, background_value, fit_intensity, validate_spec
+from medtrans.defaults import MAX_VOXELS
 from medtrans.errors import InputError
 from medtrans.io import Volume
 
-__all__ = ["Canonical", "Prepared", "Preprocessing", "prepare"]
+__all__ = ["Canonical", "Prepared", "Preprocessing", "grid_problem", "network_shape", "prepare"]
 
 
 @dataclass
@@ -65,6 +67,33 @@ class Canonical:
 
     def inverse(self, data: np.ndarray) -> np.ndarray:
         return data if self.from_ras is None else np.ascontiguousarray(apply_orientation(data, self.from_ras))
+
+
+def network_shape(volume: Volume, preprocessing: Preprocessing) -> tuple[int, ...]:
+    """The shape of the grid :func:`prepare` puts ``volume`` on (RAS+ order; resampled to ``preprocessing.spacing``
+    as torchio does it, ``floor(shape · voxel size / spacing)``), computed without touching the data."""
+    canonical = Canonical(volume, preprocessing.canonical)
+    shape = list(volume.data.shape)
+    if canonical.to_ras is not None:
+        for axis, (new_axis, _) in enumerate(canonical.to_ras):
+            shape[int(new_axis)] = volume.data.shape[axis]
+    if preprocessing.spacing is None:
+        return tuple(shape)
+    zooms = np.sqrt((np.asarray(canonical.affine)[:3, :3] ** 2).sum(axis=0))
+    return tuple(max(1, int(n)) for n in np.floor(np.array(shape) * zooms / np.array(preprocessing.spacing)))
+
+
+def grid_problem(volume: Volume, preprocessing: Preprocessing) -> str | None:
+    """Why resampling ``volume`` to ``preprocessing.spacing`` must not start: a grid of more than
+    :data:`medtrans.defaults.MAX_VOXELS` voxels (``None`` when it may)."""
+    if preprocessing.spacing is None:
+        return None
+    shape = network_shape(volume, preprocessing)
+    if math.prod(shape) <= MAX_VOXELS:
+        return None
+    return (f"spacing {'x'.join(f'{s:g}' for s in preprocessing.spacing)} mm would resample {volume.path} "
+            f"{tuple(volume.data.shape)} to a grid of {'x'.join(map(str, shape))} = {math.prod(shape):.3g} voxels, over "
+            f"the limit of {MAX_VOXELS:.3g} (medtrans.defaults.MAX_VOXELS)")
 
 
 def _resample(data: np.ndarray, affine: np.ndarray, target: Any, label: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -133,8 +162,12 @@ def prepare(volume: Volume, preprocessing: Preprocessing, mask: np.ndarray | Non
         mask: optional foreground mask on the volume's grid.
 
     Raises:
-        InputError: naming the file when the intensity mapping cannot be fitted (e.g. an empty mask).
+        InputError: naming the file when the intensity mapping cannot be fitted (e.g. an empty mask), or when the
+            resampled grid would exceed :data:`medtrans.defaults.MAX_VOXELS` (checked before anything is computed).
     """
+    problem = grid_problem(volume, preprocessing)
+    if problem is not None:
+        raise InputError(volume.path, f"cannot be preprocessed: {problem}")
     canonical = Canonical(volume, preprocessing.canonical)
     source = canonical.forward(volume.data)
     source_mask = canonical.forward(np.asarray(mask) > 0) if mask is not None else None

@@ -23,7 +23,8 @@ import pytest
 
 import medtrans.io
 from medtrans.cli import main
-from medtrans.model import TranslationModel, build_network, save_generator
+from medtrans.model import TranslationModel, save_generator
+from medtrans.networks.registry import build_network
 from tests.conftest import REPO, shared_file
 
 TINY_UNET = {"_target_": "medtrans.networks.UNetGenerator", "channels": [4, 8], "strides": [2], "in_channels": 1,

@@ -10,7 +10,8 @@ from medtrans.cli import main
 from medtrans.data.intensity import fit_intensity
 from medtrans.inference import InferenceSettings, Translator
 from medtrans.io import Volume, read_volume
-from medtrans.model import TranslationModel, build_network, save_generator
+from medtrans.model import TranslationModel, save_generator
+from medtrans.networks.registry import build_network
 from medtrans.preprocessing import Canonical, Preprocessing
 from tests.conftest import shared_file
 

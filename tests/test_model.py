@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from medtrans.errors import ModelError
-from medtrans.model import TranslationModel, build_network, load_model, save_generator
+from medtrans.model import TranslationModel, load_model, save_generator
 from medtrans.networks import ResnetGenerator
+from medtrans.networks.registry import build_network
 
 NET = {"_target_": "medtrans.networks.ResnetGenerator", "spatial_dims": 3, "channels": 4, "num_res_blocks": 1}
 
@@ -61,7 +62,7 @@ def test_bad_models_are_named(tmp_path):
     torch.save({"weights": 1}, tmp_path / "foreign.pt")
     with pytest.raises(ModelError, match="is not a medtrans generator checkpoint"):
         load_model(tmp_path / "foreign.pt")
-    with pytest.raises(ModelError, match="not a medtrans or MONAI network"):
+    with pytest.raises(ModelError, match="is not a registered network"):
         build_network({"_target_": "os.system", "command": "true"})
     with pytest.raises(ModelError, match="not a bundle"):
         load_model(tmp_path)

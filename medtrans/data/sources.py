@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from medtrans.errors import InputError
-from medtrans.io import is_dicom_dir, is_nifti
+from medtrans.io import check_input, is_dicom_dir, is_nifti, list_folder
 
 __all__ = ["ImageRecord", "list_domain", "pair_domains", "subject_id_of"]
 
@@ -49,6 +49,13 @@ def _from_csv(path: Path) -> list[ImageRecord]:
     missing = [c for c in CSV_COLUMNS if c not in table.columns]
     if missing:
         raise InputError(path, f"CSV lacks column(s) {missing}; expected subject_id, image[, mask]")
+    for number, row in enumerate(table.itertuples(index=False), start=1):
+        for column in CSV_COLUMNS:
+            value = getattr(row, column)
+            if not isinstance(value, str) or not value.strip():  # pandas reads an empty cell as NaN
+                subject = f" (subject_id {row.subject_id!r})" if isinstance(row.subject_id, str) else ""
+                raise InputError(path, f"CSV data row {number}{subject} has an empty {column} cell; every row needs "
+                                       "subject_id and image")
     if table["subject_id"].duplicated().any():
         dup = sorted(table.loc[table["subject_id"].duplicated(), "subject_id"].unique())
         raise InputError(path, f"CSV repeats subject ids {dup}")
@@ -91,19 +98,23 @@ def list_domain(spec: str | Path, masks: str | Path | None = None) -> list[Image
     text = str(spec)
     path = Path(text)
     if text.lower().endswith(".csv"):
-        if not path.is_file():
+        if not path.exists():
             raise InputError(path, "CSV file does not exist")
+        check_input(path)  # a FIFO or a device named *.csv would block
+        if not path.is_file():
+            raise InputError(path, "is a folder, not a CSV file")
         records = _from_csv(path)
     else:
         if any(c in text for c in "*?["):
             images = _images_in([Path(p) for p in glob.glob(text)])
         elif path.is_dir():
-            images = [path] if is_dicom_dir(path) else _images_in(list(path.iterdir()))
+            images = [path] if is_dicom_dir(path) else _images_in(list_folder(path))
         elif path.is_file() and is_nifti(path):
             images = [path]
         elif not path.exists():
             raise InputError(path, "does not exist")
         else:
+            check_input(path)  # names a FIFO or a device as such
             raise InputError(path, "is neither a folder, a glob pattern, a NIfTI file (.nii/.nii.gz) nor a .csv file")
         mask_for: dict[str, Path] = {}
         ids = [subject_id_of(image) for image in images]
@@ -124,6 +135,8 @@ def list_domain(spec: str | Path, masks: str | Path | None = None) -> list[Image
         for p in (r.image, r.mask):
             if p is not None and not p.exists():
                 raise InputError(p, f"listed for subject {r.subject_id} but does not exist")
+            if p is not None:
+                check_input(p)  # never a FIFO or a device: reading one would block or never end
     return sorted(records, key=lambda r: r.subject_id)
 
 

@@ -120,17 +120,31 @@ class CachedVolume:
         return tuple(next(iter(self.images.values())).shape)
 
 
-def _estimated_bytes(record: ImageRecord, spacing: Sequence[float] | None) -> int:
+def _estimated_bytes(record: ImageRecord, spacing: Sequence[float] | None,
+                     patch_size: Sequence[int] | None = None) -> tuple[int, int]:
+    """Bytes the record takes in memory after preprocessing: ``(as resampled, also padded to patch_size)``."""
     if record.image.is_dir() or not is_nifti(record.image):
-        return 0  # a DICOM series: counted once read
+        return 0, 0  # a DICOM series: counted once read
     try:
         header = nib.load(str(record.image)).header
     except Exception as err:  # noqa: BLE001 - any reader failure is the file's problem
         raise InputError(record.image, f"is not a readable NIfTI image ({err})") from err
-    shape = np.array(header.get_data_shape()[:3], dtype=float)
-    if spacing is not None:
-        shape = np.ceil(shape * np.array(header.get_zooms()[:3], dtype=float) / np.array(spacing, dtype=float))
-    return int(np.prod(shape)) * _BYTES_PER_VOXEL
+    shape = np.array((*header.get_data_shape()[:3], 1, 1)[:3], dtype=float)  # a 2D file is refused when read
+    zooms = np.array((*header.get_zooms()[:3], 1, 1)[:3], dtype=float)
+    if spacing is not None and np.isfinite(zooms).all() and (zooms > 0).all():  # a bad pixdim is refused when read
+        shape = np.ceil(shape * zooms / np.array(spacing, dtype=float))
+    padded = np.maximum(shape, np.array(patch_size, dtype=float)) if patch_size is not None else shape
+    return int(np.prod(shape)) * _BYTES_PER_VOXEL, int(np.prod(padded)) * _BYTES_PER_VOXEL
+
+
+def _check_padding(patch_size: Sequence[int], grid: Sequence[int], memory_gb: float, image: Path) -> None:
+    """Refuse, before padding, a volume that padding to the patch would take over the whole memory budget."""
+    padded = [max(int(p), int(s)) for p, s in zip(patch_size, grid)]
+    need = int(np.prod(np.array(padded, dtype=float))) * _BYTES_PER_VOXEL
+    if need > memory_gb * 2**30:
+        raise InputError("--patch-size", f"{'x'.join(map(str, patch_size))} is larger than {image} "
+                         f"{tuple(int(s) for s in grid)}, and padding it to the patch would take {need / 2**30:.1f} GiB, "
+                         f"over --memory-gb {memory_gb:g}; use a --patch-size no larger than the volumes")
 
 
 def _load(records: Mapping[str, ImageRecord], preprocessing: Mapping[str, Preprocessing],
@@ -158,6 +172,7 @@ def _load(records: Mapping[str, ImageRecord], preprocessing: Mapping[str, Prepro
         backgrounds[key] = prepared.background
     short = [max(0, p - s) for p, s in zip(config.patch_size, grid)]
     if any(short):
+        _check_padding(config.patch_size, grid, config.memory_gb, first.image)
         padding = [(d // 2, d - d // 2) for d in short]
         images = {k: np.pad(v, padding, constant_values=float(v.min())) for k, v in images.items()}
         grid_mask = np.pad(grid_mask, padding, constant_values=False)
@@ -235,13 +250,20 @@ class TrainStream:
 
     def _cache(self, name: str, subjects: list[dict[str, ImageRecord]], pre: Mapping[str, Preprocessing]) -> list[CachedVolume]:
         spacing = next(iter(pre.values())).spacing
-        need = sum(_estimated_bytes(r, spacing) for s in subjects for r in s.values())
+        sizes = [_estimated_bytes(r, spacing, self.config.patch_size) for s in subjects for r in s.values()]
+        need, padded = sum(n for n, _ in sizes), sum(p for _, p in sizes)
         budget = self.config.memory_gb * 2**30
         if need > budget:
             raise InputError(
                 "memory_gb", f"domain {name}: {len(subjects)} volumes need about {need / 2**30:.1f} GiB in memory after "
                 f"preprocessing, over the budget of {self.config.memory_gb:g} GiB; raise it (--memory-gb), train on "
                 "fewer volumes, or resample to a coarser spacing")
+        if padded > budget:
+            patch = "x".join(map(str, self.config.patch_size))
+            raise InputError(
+                "--patch-size", f"{patch} is larger than volumes of domain {name}, which are padded to it: "
+                f"{len(subjects)} volumes would then need about {padded / 2**30:.1f} GiB in memory, over --memory-gb "
+                f"{self.config.memory_gb:g}; use a --patch-size no larger than the volumes")
         with ThreadPoolExecutor(max(1, self.config.num_workers)) as pool:
             volumes = list(pool.map(lambda s: _load(s, {k: pre[k] for k in s}, self.config), subjects))
         held = sum(t.numel() * 4 + v.foreground.nbytes for v in volumes for t in v.images.values())

@@ -14,6 +14,7 @@ from medtrans.data.stream import TrainStream
 from medtrans.distributed import is_main_rank
 from medtrans.engine.rng import get_rng_state, set_rng_state
 from medtrans.errors import InputError
+from medtrans.io import remove_stale_partials
 from medtrans.methods.base import TranslationMethod
 from medtrans.model import TranslationModel, atomic_torch_save
 
@@ -53,8 +54,9 @@ class CheckpointHandler:
     A checkpoint holds the method's networks (with image pools), optimisers, schedulers and AMP scaler, the engine's
     iteration and epoch, the training RNG state, the resolved config, and under ``"generator"`` the A→B generator record
     that ``medtrans translate`` loads. Files are written to a temporary name and renamed, by rank 0 only; the oldest
-    are deleted beyond ``keep_last``. Nothing is saved when training stops on an exception (e.g. divergence), so the
-    newest checkpoint is the last good one.
+    are deleted beyond ``keep_last``; the temporaries of checkpoints a killed run was writing are removed at the next
+    save. Nothing is saved when training stops on an exception (e.g. divergence), so the newest checkpoint is the last
+    good one.
 
     Args:
         method: the method being trained.
@@ -99,6 +101,7 @@ class CheckpointHandler:
         if not is_main_rank():
             return None
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(self.output_dir, "checkpoint_*.pt")  # what killed runs were writing
         path = self.output_dir / f"checkpoint_{engine.state.iteration:08d}.pt"
         if path.exists():
             return path
@@ -113,7 +116,12 @@ class CheckpointHandler:
         if path is None:
             return
         state = read_checkpoint(path, self.method.name)
-        self.method.load_training_state(state["training"])
+        try:
+            self.method.load_training_state(state["training"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as err:  # networks or optimisers of other shapes
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise InputError(path, f"holds a run of other settings than this one ({reason}); use another --output or "
+                                   "the same settings") from err
         engine.state.iteration = state["engine"]["iteration"]
         engine.state.epoch = engine.state.iteration // engine.state.epoch_length
         set_rng_state(state["rng"])

@@ -8,28 +8,40 @@ configuration that cannot work stops at once with one line naming the option to 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import fnmatch
+import glob
 import inspect
 import json
 import logging
+import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from medtrans import defaults
 from medtrans.errors import InputError
+from medtrans.io import check_outputs
 
-__all__ = ["check_method_options", "method_options", "parse_assignments", "run_train"]
+__all__ = ["check_method_options", "check_validation_pairs", "method_options", "parse_assignments", "resume_conflict",
+           "run_train"]
+
+RESUME_SETTINGS = ("dims", "patch_size", "batch_size", "sampler", "seed")
+"""Settings a resumed run must share with its checkpoint (besides the method and its ``--set`` options): they shape
+the networks or the batches. The rest (``--iterations``, intervals, ``--device``, ``--workers``...) may change."""
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:
     """``["lambda_ngf=10", 'generator={"channels": [16, 32]}']`` → ``{"lambda_ngf": 10, "generator": {...}}``.
 
     Values are JSON; a value that is not JSON is taken as a plain string, unless it starts like JSON (``{``, ``[``,
-    ``"``), which is an error.
+    ``"``), which is an error. Numbers must be finite: Python's JSON reader takes ``NaN``, ``Infinity`` and ``1e999``,
+    and none of them is a usable option.
 
     Raises:
-        InputError: naming ``--set``, for an item without ``=`` or a broken JSON value.
+        InputError: naming ``--set``, for an item without ``=``, a broken JSON value, or a NaN or infinite number.
     """
     out: dict[str, Any] = {}
     for item in items:
@@ -42,7 +54,20 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
             if value.lstrip()[:1] in ("{", "[", '"'):
                 raise InputError("--set", f"{key}: {value!r} is not valid JSON ({err.msg} at character {err.pos})") from None
             out[key] = value
+        if not _finite(out[key]):
+            raise InputError("--set", f"{key}: {value!r} holds a NaN or infinite number; options must be finite")
     return out
+
+
+def _finite(value: Any) -> bool:
+    """Whether every number in a JSON value (nested lists and dicts included) is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def method_options(name: str) -> dict[str, inspect.Parameter]:
@@ -98,16 +123,121 @@ def check_method_options(name: str, options: dict[str, Any]) -> None:
             raise InputError("--set", f"{key} {problem}")
 
 
-def _check_output(folder: Path, inputs: list[str | None]) -> None:
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists (JSON's view), so a stored ``[0.5, 0.999]`` equals a default ``(0.5, 0.999)``."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _show(value: Any) -> str:
+    try:
+        return json.dumps(_plain(value))
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _resolved(config: Any, key: str) -> Any:
+    """A run setting as training used it (``--patch-size`` and ``--batch-size`` default per ``--dims``)."""
+    dims = config.get("dims", 3)
+    if key == "patch_size":
+        return list(config.get("patch_size") or defaults.PATCH_SIZE.get(dims, ()))
+    if key == "batch_size":
+        return config.get("batch_size") or defaults.BATCH_SIZE.get(dims)
+    return config.get(key)
+
+
+def resume_conflict(stored: Any, args: argparse.Namespace, options: dict[str, Any]) -> str | None:
+    """The first setting in which this run (``args`` and its parsed ``--set`` ``options``) differs from the config
+    stored in the checkpoint it would resume, as ``"was trained with X=old, this run asks X=new"``; ``None`` when
+    they agree (or the checkpoint stores no config to compare). Only :data:`RESUME_SETTINGS` and the method options
+    count, each as training used it: an option left out equals it given with its default value."""
+    if not isinstance(stored, dict) or not stored:
+        return None
+    new = vars(args)
+    for key in RESUME_SETTINGS:
+        if key in stored and _plain(_resolved(stored, key)) != _plain(_resolved(new, key)):
+            return f"was trained with {key}={_show(_resolved(stored, key))}, this run asks {key}={_show(_resolved(new, key))}"
+    if not isinstance(stored.get("set"), list):
+        return None
+    try:
+        old = parse_assignments([str(item) for item in stored["set"]])
+    except InputError:
+        return None
+    known = method_options(args.method)
+
+    def effective(given: dict[str, Any], key: str) -> tuple[Any, str]:
+        if key in given:
+            return given[key], f"{key}={_show(given[key])}"
+        default = known[key].default if key in known else None
+        default = None if default is inspect.Parameter.empty else default
+        return default, f"{key} unset (default {_show(default)})"
+
+    for key in sorted(set(old) | set(options)):
+        (was, was_text), (asks, asks_text) = effective(old, key), effective(options, key)
+        if _plain(was) != _plain(asks):
+            return f"was trained with --set {was_text}, this run asks --set {asks_text}"
+    return None
+
+
+def check_validation_pairs(pairs: list[list[Any]]) -> None:
+    """Read every ``--validate`` pair ``[A, B, MASK or None]`` once before training: both readable volumes on one
+    grid (shape and affine), the mask readable, not empty and on that grid — so a bad pair stops the run at once, not
+    at its first checkpoint.
+
+    Raises:
+        InputError: naming the file.
+    """
+    import numpy as np
+
+    from medtrans.io import read_mask, read_volume
+
+    for a_path, b_path, mask_path in pairs:
+        source, target = read_volume(a_path), read_volume(b_path)
+        if target.data.shape != source.data.shape:
+            raise InputError(b_path, f"--validate pair: grid {target.data.shape} differs from {a_path} "
+                                     f"{source.data.shape}; a validation pair must lie on one grid")
+        if not np.allclose(target.affine, source.affine, atol=1e-3):
+            raise InputError(b_path, f"--validate pair: affine differs from {a_path}'s; a validation pair must lie on "
+                                     "one grid")
+        if mask_path:
+            read_mask(mask_path, source)
+
+
+RUN_FILES = ("generator.pt", "best_generator.pt", "checkpoint_*.pt", "montage_*.png", "mlflow.db")
+"""What a run writes in its folder, besides the folder ``tensorboard/``."""
+
+
+def _domain_paths(spec: str | None) -> list[Path]:
+    """The files and folders a domain option reads: a folder, a file, a CSV and the files it lists, or a glob
+    pattern's matches and the folder it searches (its path up to the first wildcard)."""
+    from medtrans.data.sources import list_domain
+
+    if not spec:
+        return []
+    text = str(spec)
+    if any(c in text for c in "*?["):
+        parts = Path(text).parts
+        prefix = Path(*parts[: next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))] or ".")
+        return [prefix, *map(Path, glob.glob(text))]
+    paths = [Path(text)]
+    if text.lower().endswith(".csv"):
+        try:
+            paths += [p for r in list_domain(text) for p in (r.image, r.mask) if p is not None]
+        except InputError:
+            pass  # reported when the domain is read
+    return paths
+
+
+def _check_output(folder: Path, inputs: list[tuple[str | None, str]]) -> None:
+    """Refuse a run folder that is a file, cannot be created, or would overwrite or lie among the inputs."""
     if folder.exists() and not folder.is_dir():
         raise InputError(folder, "--output must be a folder, but this is a file")
-    for given in (str(i) for i in inputs if i):
-        # a domain folder, or the folder of a glob pattern; a single file or CSV may sit beside the run
-        data = Path(given) if Path(given).is_dir() else Path(given).parent if any(c in given for c in "*?[") else None
-        if data is not None and (folder.resolve() == data.resolve() or data.resolve() in folder.resolve().parents):
-            raise InputError(folder, f"--output lies in the input folder {data}; training never writes among its data")
-        if folder.resolve() == Path(given).resolve():
-            raise InputError(folder, "--output is an input file")
+    check_outputs([(folder, "--output"), *((folder / name, "--output") for name in RUN_FILES)],
+                  [(path, option) for given, option in inputs for path in _domain_paths(given)],
+                  folders=[(folder / "tensorboard", "--output")])
     parent = folder if folder.exists() else folder.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -118,20 +248,81 @@ def _check_output(folder: Path, inputs: list[str | None]) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Body of ``medtrans train``."""
+    """Body of ``medtrans train``. A run that fails or is interrupted before it saved a checkpoint leaves nothing it
+    created: not its run folder (nor the parents it made), not the files it began in an existing one."""
+    created, before = _missing_ancestor(args.output), _entries(args.output)
+    try:
+        return _train(args)
+    except BaseException:
+        _remove_failed_run(args.output, created, before)
+        raise
+
+
+def _missing_ancestor(folder: Path) -> Path | None:
+    """The outermost of ``folder`` and its parents that does not exist yet (``None`` when ``folder`` exists)."""
+    missing = None
+    for path in [folder, *folder.parents]:
+        if os.path.lexists(path):
+            break
+        missing = path
+    return missing
+
+
+def _entries(folder: Path) -> set[str] | None:
+    try:
+        return set(os.listdir(folder))
+    except OSError:
+        return None
+
+
+def _remove_failed_run(folder: Path, created: Path | None, before: set[str] | None) -> None:
+    """After a failed run: remove what it created in ``folder`` (all of ``created``, the outermost folder it made),
+    unless it saved a checkpoint or a generator there, which a new run resumes from."""
+    now = _entries(folder)
+    if now is None:
+        if created is not None and created.is_dir():
+            with contextlib.suppress(OSError):
+                for path in [folder, *folder.parents]:  # empty parents made before the run folder itself
+                    if path.is_dir():
+                        path.rmdir()
+                    if path == created:
+                        break
+        return
+    new = sorted(now - (before or set()))
+    if any(fnmatch.fnmatchcase(name, "checkpoint_*.pt") or name in ("generator.pt", "best_generator.pt") for name in new):
+        return
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+        return
+    for name in new:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _train(args: argparse.Namespace) -> int:
     from medtrans.data import TrainStream
     from medtrans.engine import TranslationTrainer
     from medtrans.engine.checkpoint import latest_checkpoint, read_checkpoint
     from medtrans.errors import ModelError
     from medtrans.methods import build_method
-    from medtrans.utils import seed_everything
+    from medtrans.utils import resolve_device, seed_everything
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    _check_output(args.output, [args.data_a, args.data_b, args.masks_a, args.masks_b])
-    if args.output.is_dir() and (found := latest_checkpoint(args.output)) is not None:
-        read_checkpoint(found, args.method)  # a run of another method there cannot be resumed
+    _check_output(args.output, [(args.data_a, "--data-a"), (args.data_b, "--data-b"), (args.masks_a, "--masks-a"),
+                                (args.masks_b, "--masks-b"), *((p, "--validate") for v in args.validate or () for p in v)])
+    resolve_device(args.device)  # e.g. cuda:N for an N that torch does not see: refused before anything is read
     options = parse_assignments(args.set)
     check_method_options(args.method, options)
+    if args.output.is_dir() and (found := latest_checkpoint(args.output)) is not None:
+        state = read_checkpoint(found, args.method)  # a run of another method there cannot be resumed
+        conflict = resume_conflict(state.get("config"), args, options)
+        if conflict:
+            raise InputError(found, f"{conflict}; use another --output or the same settings")
+        del state
     patch = list(args.patch_size or defaults.PATCH_SIZE[args.dims])
     batch_size = args.batch_size or defaults.BATCH_SIZE[args.dims]
     validation = None
@@ -143,6 +334,7 @@ def run_train(args: argparse.Namespace) -> int:
             if not Path(path).is_file() and not Path(path).is_dir():
                 raise InputError(path, "--validate file does not exist")
         validation = {"pairs": [v + [None] * (3 - len(v)) for v in args.validate], "metric": "psnr"}
+        check_validation_pairs(validation["pairs"])
     seed_everything(args.seed)
     try:
         method = build_method(args.method, spatial_dims=args.dims, precision=args.precision, **options)

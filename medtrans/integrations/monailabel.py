@@ -106,7 +106,7 @@ class TranslationInferTask(InferTask):
 
     def __init__(self, model: TranslationModel | str | Path, description: str | None = None) -> None:
         self.model = model if isinstance(model, TranslationModel) else load_model(model)
-        defaults = InferenceSettings(**{**self.model.inference, "progress": False})
+        defaults = InferenceSettings.for_model(self.model, progress=False)
         keys = _SETTINGS_3D if self.model.spatial_dims == 3 else _SETTINGS_2D
         # roi_size as "X,Y,Z": clients show a list as a choice between its items
         config: dict[str, Any] = {k: (",".join(map(str, defaults.roi_size)) if k == "roi_size" else getattr(defaults, k))
@@ -143,7 +143,7 @@ class TranslationInferTask(InferTask):
         dtype, extension = request.get("result_dtype"), request.get("result_extension")
         if dtype not in (None, "", "float32") or extension not in (None, "", *_NIFTI):
             raise ValueError(f"cannot return result_dtype={dtype!r} result_extension={extension!r}: {_SLICER_HINT}")
-        settings = InferenceSettings(**{**self.model.inference, **values, "progress": False})
+        settings = InferenceSettings.for_model(self.model, **values, progress=False)
         return settings, result_type, eps
 
     def __call__(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -7,7 +7,10 @@ A method owns its networks, optimisers and one training step; the engine owns th
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
+import inspect
+import math
 import pkgutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -17,23 +20,69 @@ from torch import nn
 
 from medtrans.data.intensity import histogram_match_batch
 from medtrans.distributed import average_gradients, broadcast_from_main
+from medtrans.errors import MedtransError
 from medtrans.losses import AdversarialLoss, LNCCLoss, MutualInformationLoss, NGFLoss, PolarityLoss
-from medtrans.model import build_network
 from medtrans.networks import discriminator_logits
 from medtrans.networks.layers import reinit_subpixel
+from medtrans.networks.registry import build_network
 from medtrans.precision import PRECISION_TYPES, autocast, resolve_precision
 
-__all__ = ["DivergenceError", "TranslationMethod", "build_method", "init_weights", "method_class", "method_names",
-           "structure_loss"]
+__all__ = ["DivergenceError", "TranslationMethod", "build_method", "check_option_values", "init_weights", "method_class",
+           "method_names", "structure_loss"]
 
 INIT_TYPES = ("normal", "xavier", "kaiming", "default")
 COMPILE_TYPES = ("none", "default", "reduce-overhead", "max-autotune")
 NEGATIVE_TYPES = ("source", "histogram_matched")
 SCHEDULE_KEYS = ("warmup", "cooldown")
+POSITIVE_OPTIONS = ("lr", "lr_discriminator")
+"""Options that must be finite and > 0 (learning rates)."""
+NON_NEGATIVE_OPTIONS = ("weight_decay",)
+"""Options that must be finite and >= 0, besides every ``lambda_*`` loss weight."""
 
 
-class DivergenceError(RuntimeError):
-    """A loss became NaN or infinite; raised before it could touch the weights."""
+class DivergenceError(MedtransError, RuntimeError):
+    """A loss became NaN or infinite; raised before it could touch the weights.
+
+    A :class:`~medtrans.errors.MedtransError`, so the command line reports it in one line (it stays a
+    ``RuntimeError`` for code that catches those)."""
+
+
+def check_option_values(options: Mapping[str, Any]) -> None:
+    """Check the numeric options whose sign matters: learning rates (:data:`POSITIVE_OPTIONS`) must be finite and
+    > 0; loss weights (every ``lambda_*``) and :data:`NON_NEGATIVE_OPTIONS` finite and >= 0. Other names, ``None``
+    and non-numbers are left alone (their own checks and types apply).
+
+    Raises:
+        ValueError: naming the option and its value.
+    """
+    for name, value in options.items():
+        if not (name in POSITIVE_OPTIONS or name in NON_NEGATIVE_OPTIONS or name.startswith("lambda_")):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
+        if name in POSITIVE_OPTIONS and not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def _checking_options(init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` (a method's ``__init__``), preceded by :func:`check_option_values` on the arguments it is given."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def checked(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            given = signature.bind(self, *args, **kwargs).arguments
+        except TypeError:
+            given = {}  # the call itself is wrong: let ``init`` raise its own TypeError
+        check_option_values({k: v for k, v in given.items() if k != "self"})
+        init(self, *args, **kwargs)
+
+    checked.checks_options = True  # type: ignore[attr-defined]
+    return checked
 
 
 def structure_loss(spec: Mapping[str, Any], spatial_dims: int) -> nn.Module:
@@ -48,6 +97,9 @@ def structure_loss(spec: Mapping[str, Any], spatial_dims: int) -> nn.Module:
         if window is not None and not (isinstance(window, Sequence) and len(window) == 2
                                        and all(isinstance(i, int) for i in window) and 0 <= window[0] < window[1]):
             raise ValueError(f"structure loss {key} must be [start, end] iterations with 0 <= start < end, got {window!r}")
+    weight = spec.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"structure loss weight must be a finite number >= 0, got {weight!r}")
     kind = spec.get("type")
     args = {k: v for k, v in spec.items() if k not in ("type", "weight", *SCHEDULE_KEYS)}
     if kind == "ngf":
@@ -185,6 +237,9 @@ class TranslationMethod(nn.Module):
         super().__init_subclass__(**kwargs)
         if cls.name:
             TranslationMethod.registry[cls.name] = cls
+        init = vars(cls).get("__init__")
+        if init is not None and not getattr(init, "checks_options", False):
+            cls.__init__ = _checking_options(init)  # every lambda_* / lr of a method checked before anything is built
 
     def __init__(
         self,
@@ -215,6 +270,8 @@ class TranslationMethod(nn.Module):
             raise ValueError(f"init_type must be one of {INIT_TYPES}, got {init_type!r}")
         if compile_type not in COMPILE_TYPES:
             raise ValueError(f"compile_type must be one of {COMPILE_TYPES}, got {compile_type!r}")
+        check_option_values({"lr": lr, "lr_discriminator": lr_discriminator, "weight_decay": weight_decay,
+                             "lambda_negative": lambda_negative})
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
         if lambda_negative < 0:

@@ -91,6 +91,8 @@ class _Increasing(argparse.Action):
         if not low < high:
             parser.error(f"argument {option_string}: LOW must be below HIGH, got {low:g} {high:g}")
         setattr(namespace, self.dest, (low, high))
+
+
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 

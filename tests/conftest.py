@@ -76,3 +76,20 @@ def lesjak_t1_slice(lesjak_t1_t2: tuple[torch.Tensor, torch.Tensor]) -> torch.Te
 def seeded() -> None:
     """Deterministic torch RNG for a test."""
     torch.manual_seed(0)
+
+
+def refusal_line(capsys, argv: list, names: str | tuple[str, ...]) -> str:
+    """Run ``medtrans ARGV`` and assert the refusal contract: exit status 1, no traceback, exactly one stderr line
+    ``medtrans <command>: error: ...`` that contains each of ``names``; return that line."""
+    from medtrans.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 1, (argv, err)
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith(f"medtrans {argv[0]}: error:"), err
+    for name in (names,) if isinstance(names, str) else names:
+        assert name in lines[0], (name, lines[0])
+    return lines[0]

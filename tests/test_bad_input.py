@@ -25,7 +25,7 @@ import medtrans.io
 from medtrans.cli import main
 from medtrans.model import TranslationModel, save_generator
 from medtrans.networks.registry import build_network
-from tests.conftest import REPO, shared_file
+from tests.conftest import REPO, refusal_line, shared_file
 
 TINY_UNET = {"_target_": "medtrans.networks.UNetGenerator", "channels": [4, 8], "strides": [2], "in_channels": 1,
              "out_channels": 1}
@@ -95,17 +95,11 @@ def _snapshot(*folders: Path) -> dict[str, tuple[str, int]]:
 def refused(capsys, env, argv: list, names: str, out: Path | None = None) -> str:
     """Run ``medtrans ARGV``; assert the refusal contract; return the error line."""
     before = _snapshot(env["inputs"], env["variant_dir"], env["models"])
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 1, (argv, err)
-    assert "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith(f"medtrans {argv[0]}: error:"), err
-    assert names in lines[0], (names, lines[0])
+    line = refusal_line(capsys, argv, names)
     if out is not None:
         assert not out.exists() or list(out.iterdir()) == [], list(out.iterdir())
     assert _snapshot(env["inputs"], env["variant_dir"], env["models"]) == before, "an input changed"
-    return lines[0]
+    return line
 
 
 VARIANTS = ["truncated_gz_0.001", "truncated_gz_0.02", "truncated_gz_0.3", "truncated_gz_0.7", "truncated_gz_0.99",

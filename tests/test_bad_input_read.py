@@ -32,7 +32,7 @@ from medtrans.defaults import MAX_VOXELS
 from medtrans.errors import InputError
 from medtrans.evaluate import EvaluationProtocol
 from medtrans.io import read_mask, read_volume
-from tests.conftest import REPO
+from tests.conftest import REPO, refusal_line
 
 SHAPE = (24, 24, 24)
 TINY_UNET = {"_target_": "medtrans.networks.UNetGenerator", "channels": [4, 8], "strides": [2], "in_channels": 1,
@@ -119,16 +119,10 @@ def refused(capsys, env, argv: list, names: str) -> str:
     """Run ``medtrans ARGV``; assert the refusal contract (one line naming ``names``, exit 1, no traceback, nothing
     written in ``out/``, no input changed); return the error line."""
     before = _snapshot(env["inputs"], env["bad"])
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 1, (argv, err)
-    assert "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith(f"medtrans {argv[0]}: error:"), err
-    assert names in lines[0], (names, lines[0])
+    line = refusal_line(capsys, argv, names)
     assert list(env["out"].iterdir()) == [], list(env["out"].iterdir())
     assert _snapshot(env["inputs"], env["bad"]) == before, "an input changed"
-    return lines[0]
+    return line
 
 
 def _evaluate(env, prediction, target, *options) -> list[str]:

@@ -29,7 +29,7 @@ from medtrans.cli import main
 from medtrans.errors import InputError
 from medtrans.io import atomic_write_many, check_outputs, remove_stale_partials
 from medtrans.model import TranslationModel, save_generator
-from tests.conftest import REPO
+from tests.conftest import REPO, refusal_line
 
 try:
     from medtrans.model import build_network
@@ -80,14 +80,7 @@ def _temporaries(folder: Path) -> list[Path]:
 
 def refused(capsys, argv: list, *names: str) -> str:
     """Run ``medtrans ARGV``: exit 1, one line naming every one of ``names``, no traceback; return the line."""
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 1, (argv, err)
-    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith(f"medtrans {argv[0]}: error:"), err
-    for name in names:
-        assert name in lines[0], (name, lines[0])
-    return lines[0]
+    return refusal_line(capsys, argv, names)
 
 
 def translate(env, *argv) -> list:

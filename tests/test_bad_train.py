@@ -28,6 +28,7 @@ from medtrans.model import TranslationModel, atomic_torch_save, load_model, save
 from medtrans.networks import UNetGenerator
 from medtrans.preprocessing import Preprocessing, prepare
 from medtrans.utils import seed_everything
+from tests.conftest import refusal_line
 
 TINY = ['generator={"channels": [4, 8], "strides": [2]}', 'discriminator={"channels": 4, "num_layers": 2, "num_scales": 1}']
 SHAPE = (32, 32, 32)
@@ -91,19 +92,11 @@ def refused(capsys, env, argv: list, names: str | tuple[str, ...], out: Path | N
     """
     watched = [env["inputs"], env["models"], *([kept] if kept is not None else [])]
     before = _snapshot(*watched)
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 1, (argv, err)
-    assert "Traceback" not in err, err
-    assert len(lines) == 1 and lines[0].startswith(f"medtrans {argv[0]}: error:"), err
-    for name in (names,) if isinstance(names, str) else names:
-        assert name in lines[0], (name, lines[0])
+    line = refusal_line(capsys, argv, names)
     if out is not None:
         assert not out.exists() or (out.is_dir() and list(out.iterdir()) == []), list(out.iterdir())
     assert _snapshot(*watched) == before, "an input changed"
-    return lines[0]
+    return line
 
 
 def train_argv(env, out: Path, *extra, tiny: bool = True) -> list:

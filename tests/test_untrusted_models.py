@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from medtrans.cli import main
-from medtrans.model import TranslationModel, save_generator
+from medtrans.model import TranslationModel
 from medtrans.networks.registry import build_network
 from tests.conftest import REPO
 

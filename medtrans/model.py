@@ -72,6 +72,8 @@ class TranslationModel:
         preprocessing: the source domain's preprocessing at training (intensity spec, canonical, spacing).
         target_intensity: how outputs map back to target units (``window``, ``source`` or ``histogram`` spec).
         inference: default inference settings saved with the model (e.g. ``roi_size``).
+        start: the start mapping the generator learned its residual on, and the evidence it was chosen by
+            (``{"type": "inverted", "evidence": {"same": 0.2, "inverted": 0.15}}``; empty when none).
         source: where it was loaded from.
     """
 
@@ -81,6 +83,7 @@ class TranslationModel:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     target_intensity: dict[str, Any] = field(default_factory=lambda: {"type": "source"})
     inference: dict[str, Any] = field(default_factory=dict)
+    start: dict[str, Any] = field(default_factory=dict)
     source: Path = Path("<memory>")
 
     @classmethod
@@ -96,6 +99,7 @@ class TranslationModel:
             preprocessing=stream.preprocessing_a,
             target_intensity=stream.target_intensity(),
             inference=dict(inference or {}),
+            start=method.start_mapping.to_dict() if method.start_mapping is not None else {},
         )
 
     @property
@@ -116,6 +120,7 @@ class TranslationModel:
             "preprocessing": self.preprocessing.to_dict(),
             "target_intensity": self.target_intensity,
             "inference": self.inference,
+            "start": self.start,
         }
 
 
@@ -124,7 +129,8 @@ def save_generator(path: str | Path, model: TranslationModel) -> Path:
     return atomic_torch_save(model.record(), path)
 
 
-_RECORD_KEYS = {"format", "network_def", "spatial_dims", "state_dict", "preprocessing", "target_intensity", "inference"}
+_RECORD_KEYS = {"format", "network_def", "spatial_dims", "state_dict", "preprocessing", "target_intensity", "inference",
+                "start"}
 
 
 def _field(record: dict[str, Any], key: str, kind: type | tuple[type, ...], source: Path, default: Any = None) -> Any:
@@ -153,8 +159,10 @@ def _from_record(record: dict[str, Any], source: Path) -> TranslationModel:
     pre = _field(record, "preprocessing", dict, source, {})
     target = _field(record, "target_intensity", dict, source, {"type": "source"})
     inference = _field(record, "inference", dict, source, {})
+    start = _field(record, "start", dict, source, {})
     try:
-        for key, value in (("preprocessing", pre), ("target_intensity", target), ("inference", inference)):
+        for key, value in (("preprocessing", pre), ("target_intensity", target), ("inference", inference),
+                           ("start", start)):
             check_plain_data(value, key)
         preprocessing = Preprocessing(**pre)
         target = validate_spec(target, TARGET_TYPES)
@@ -169,6 +177,7 @@ def _from_record(record: dict[str, Any], source: Path) -> TranslationModel:
         preprocessing=preprocessing,
         target_intensity=target,
         inference=dict(inference),
+        start=dict(start),
         source=source,
     )
 

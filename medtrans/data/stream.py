@@ -325,6 +325,18 @@ class TrainStream:
             self._worker.stop()
             self._worker = None
 
+    def foreground_volumes(self, key: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(image, foreground mask)`` of every domain-``key`` (``"a"`` or ``"b"``) volume in memory, images in
+        normalised units, masks those the foreground sampler draws from (for :func:`~medtrans.data.start.
+        estimate_start`)."""
+        out = []
+        for volume in (v for d in self.domains.values() for v in d if key in v.images):
+            image = volume.images[key].numpy()
+            mask = np.zeros(image.size, dtype=bool)
+            mask[volume.foreground] = True
+            out.append((image, mask.reshape(image.shape)))
+        return out
+
     def target_intensity(self) -> dict[str, Any]:
         """How translations map back to domain B's units, from the B volumes in memory.
 

@@ -23,6 +23,7 @@ from monai.engines import Trainer
 
 from medtrans import defaults
 from medtrans.data.intensity import fit_intensity
+from medtrans.data.start import estimate_start
 from medtrans.data.stream import TrainStream
 from medtrans.distributed import is_main_rank
 from medtrans.engine.checkpoint import CheckpointHandler
@@ -102,6 +103,8 @@ class TranslationTrainer(Trainer):
         device = resolve_device(device)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        if method.start != "none":  # before setup(): the EMA copy and the broadcast across ranks include the mapping
+            method.set_start(estimate_start(data.foreground_volumes("a"), data.foreground_volumes("b"), method.start))
         method.setup(device, batch_voxels=data.batch_size * math.prod(data.config.patch_size), iterations=iterations)
         epoch_length = min(checkpoint_interval, iterations)
         super().__init__(device=device, max_epochs=-(-iterations // epoch_length), data_loader=data,

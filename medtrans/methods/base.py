@@ -19,12 +19,14 @@ import torch
 from torch import nn
 
 from medtrans.data.intensity import histogram_match_batch
+from medtrans.data.start import START_TYPES, StartMapping
 from medtrans.distributed import average_gradients, broadcast_from_main
 from medtrans.errors import MedtransError
 from medtrans.losses import AdversarialLoss, LNCCLoss, MutualInformationLoss, NGFLoss, PolarityLoss
 from medtrans.networks import discriminator_logits
 from medtrans.networks.layers import reinit_subpixel
 from medtrans.networks.registry import build_network
+from medtrans.networks.start import StartedGenerator
 from medtrans.precision import PRECISION_TYPES, autocast, resolve_precision
 
 __all__ = ["DivergenceError", "TranslationMethod", "build_method", "check_option_values", "init_weights", "method_class",
@@ -149,7 +151,7 @@ def init_weights(network: nn.Module, init_type: str = "normal", gain: float = 0.
     if init_type not in INIT_TYPES:
         raise ValueError(f"init_type must be one of {INIT_TYPES}, got {init_type!r}")
     if init_type == "default":
-        return network
+        return _reset_residuals(network)
     draw = {
         "normal": lambda w: nn.init.normal_(w, 0.0, gain),
         "xavier": lambda w: nn.init.xavier_normal_(w, gain=gain),
@@ -172,6 +174,14 @@ def init_weights(network: nn.Module, init_type: str = "normal", gain: float = 0.
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
     reinit_subpixel(network, draw)  # sub-pixel convolutions keep their ICNR tie, drawn the same way
+    return _reset_residuals(network)
+
+
+def _reset_residuals(network: nn.Module) -> nn.Module:
+    """Residual generators on a start mapping (:class:`~medtrans.networks.start.StartedGenerator`) start at zero."""
+    for module in network.modules():
+        if isinstance(module, StartedGenerator):
+            module.reset_residual()
     return network
 
 
@@ -223,6 +233,11 @@ class TranslationMethod(nn.Module):
         compile_type: ``"none"`` (default), or a ``torch.compile`` mode for every network (``"default"``,
             ``"reduce-overhead"`` — CUDA graphs, for launch-bound steps —, ``"max-autotune"``). The networks are
             compiled in place, so checkpoints are unchanged; the first steps pay the compilation.
+        start: where every generator starts (:mod:`medtrans.data.start`): ``"auto"`` (default), the global intensity
+            mapping from domain A to B, histogram-matched with or without inversion, chosen from the training volumes
+            before the first step; ``"same"`` or ``"inverted"`` forces that mapping; the generator then learns the
+            residual on top (:class:`~medtrans.networks.start.StartedGenerator`), so an untrained translator is the
+            better training-free baseline. ``"none"``: the generator starts from its initial weights alone.
         ema_decay: 0 (default) translates with the generator as trained; in (0, 1), with an exponential moving
             average of its weights (Yazıcı et al., ICLR 2019), updated after every step with the decay
             ``min(ema_decay, (1 + t) / (10 + t))`` at step ``t`` (short runs are not dominated by the initial
@@ -231,6 +246,8 @@ class TranslationMethod(nn.Module):
 
     name: ClassVar[str] = ""
     paired: ClassVar[bool] = False
+    reverse_generator: ClassVar[str | None] = None
+    """A two-sided method's B→A generator attribute: it starts from the inverse of the A→B start mapping."""
     registry: ClassVar[dict[str, type[TranslationMethod]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -260,6 +277,7 @@ class TranslationMethod(nn.Module):
         init_gain: float = 0.02,
         compile_type: str = "none",
         ema_decay: float = 0.0,
+        start: str = "auto",
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -272,6 +290,8 @@ class TranslationMethod(nn.Module):
             raise ValueError(f"compile_type must be one of {COMPILE_TYPES}, got {compile_type!r}")
         check_option_values({"lr": lr, "lr_discriminator": lr_discriminator, "weight_decay": weight_decay,
                              "lambda_negative": lambda_negative})
+        if start not in START_TYPES:
+            raise ValueError(f"start must be one of {START_TYPES}, got {start!r}")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
         if lambda_negative < 0:
@@ -297,6 +317,8 @@ class TranslationMethod(nn.Module):
         self.compile_type = compile_type
         self.ema_decay = ema_decay
         self.generator_ema: nn.Module | None = None  # built by setup() when ema_decay > 0
+        self.start = start
+        self.start_mapping: StartMapping | None = None  # set by set_start()
         self.structure_specs = [dict(s) for s in structure_losses]
         self.structure_terms = nn.ModuleList(structure_loss(s, spatial_dims) for s in self.structure_specs)
         self.adversarial_loss = AdversarialLoss(adversarial_criterion)
@@ -330,6 +352,10 @@ class TranslationMethod(nn.Module):
         """Build (and initialise) the A→B generator that inference uses, store it as ``attribute`` and remember its
         config (see :meth:`network_def`)."""
         self._generator_def = self.full_def(network_def)
+        if self.start != "none":
+            inner = {k: v for k, v in self._generator_def.items() if k not in ("_target_", "spatial_dims")}
+            self._generator_def = {"_target_": "medtrans.networks.StartedGenerator", "spatial_dims": self.spatial_dims,
+                                   "generator": {"name": self._generator_def["_target_"], **inner}}
         network = self.build(self._generator_def)
         setattr(self, attribute, network)
         self._generator_attribute = attribute
@@ -341,6 +367,24 @@ class TranslationMethod(nn.Module):
         setattr(self, attribute, network)
         self.discriminator_names.append(attribute)
         return network
+
+    def set_start(self, mapping: StartMapping) -> None:
+        """Start the A→B generator (and a two-sided method's B→A one, from the inverse) at ``mapping``; nothing to
+        set when the method was built with ``start="none"``.
+
+        Raises:
+            ValueError: when ``mapping``'s type differs from a forced ``start``.
+        """
+        if self.start not in ("auto", mapping.type):
+            raise ValueError(f"start={self.start!r} but the mapping given is {mapping.type!r}")
+        self.start_mapping = mapping
+        if self.start == "none":
+            return
+        networks = [(self.generator, mapping)]
+        if self.reverse_generator:
+            networks.append((getattr(self, self.reverse_generator), mapping.inverse()))
+        for network, m in networks:
+            network.set_start(m.knots, m.values)
 
     @property
     def generator(self) -> nn.Module:

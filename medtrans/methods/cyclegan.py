@@ -24,20 +24,25 @@ class CycleGAN(TranslationMethod):
     ``L = L_GAN(G_ab, D_b) + L_GAN(G_ba, D_a) + λ_cyc (‖G_ba(G_ab(a)) − a‖₁ + ‖G_ab(G_ba(b)) − b‖₁)
     + λ_cyc λ_idt (‖G_ab(b) − b‖₁ + ‖G_ba(a) − a‖₁)``.
 
-    Defaults from the reference code: ResNet generators, 70×70 PatchGANs, LSGAN, λ_cyc = 10, λ_idt = 0.5, image pools
-    of 50, Adam 2e-4, β₁ = 0.5. Subclasses change the cycle terms through :meth:`cycle_terms`.
+    Defaults from the reference code: ResNet generators, 70×70 PatchGANs, LSGAN, λ_cyc = 10, image pools of 50, Adam
+    2e-4, β₁ = 0.5. Both generators learn residuals on a start mapping (``start``, see :class:`TranslationMethod`):
+    ``G_ab`` on the A→B mapping, ``G_ba`` on its inverse. Subclasses change the cycle terms through
+    :meth:`cycle_terms`.
 
     Args:
         spatial_dims: 2 or 3.
         generator: network config of both generators.
         discriminator: network config of both discriminators.
         lambda_cycle: λ_cyc.
-        lambda_identity: λ_idt (relative to λ_cyc, as in the reference code).
+        lambda_identity: λ_idt (relative to λ_cyc, as in the reference code). Default: 0.5 (the reference code's) with
+            ``start="none"``, else 0: the term asks ``G_ab`` to leave a B image as it is, which a start mapping that
+            inverts the contrast contradicts.
         pool_size: image pool size.
         **kwargs: :class:`TranslationMethod` options.
     """
 
     name = "cyclegan"
+    reverse_generator = "g_ba"
 
     def __init__(
         self,
@@ -45,7 +50,7 @@ class CycleGAN(TranslationMethod):
         generator: Mapping[str, Any] | None = None,
         discriminator: Mapping[str, Any] | None = None,
         lambda_cycle: float = 10.0,
-        lambda_identity: float = 0.5,
+        lambda_identity: float | None = None,
         pool_size: int = 50,
         **kwargs: Any,
     ) -> None:
@@ -59,7 +64,7 @@ class CycleGAN(TranslationMethod):
         self.build_discriminator("d_b", d_def)
         self.pool_a, self.pool_b = ImagePool(pool_size), ImagePool(pool_size)
         self.lambda_cycle = lambda_cycle
-        self.lambda_identity = lambda_identity
+        self.lambda_identity = (0.5 if self.start == "none" else 0.0) if lambda_identity is None else lambda_identity
 
     def optimizer_groups(self) -> dict[str, Iterable[nn.Parameter]]:
         return {

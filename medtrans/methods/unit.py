@@ -31,6 +31,8 @@ class UNITMethod(TranslationMethod):
         generator: extra arguments of :class:`~medtrans.networks.UNIT` (channels, blocks, prior_type, ...).
         discriminator: config of both discriminators.
         prior_type: shortcut for ``generator["prior_type"]``.
+        start: ``"none"`` only: UNIT's decoders both reconstruct their own domain and translate into it from the
+            shared latent, so they cannot learn a residual over a start mapping.
         **kwargs: :class:`TranslationMethod` options.
     """
 
@@ -49,9 +51,12 @@ class UNITMethod(TranslationMethod):
         lambda_kl_cycle: float = 0.01,
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
+        start: str = "none",
         **kwargs: Any,
     ) -> None:
-        super().__init__(spatial_dims, lr=lr, weight_decay=weight_decay, **kwargs)
+        if start != "none":
+            raise ValueError(f"UNIT has no start mapping (start={start!r}): its decoders reconstruct as well as translate")
+        super().__init__(spatial_dims, lr=lr, weight_decay=weight_decay, start=start, **kwargs)
         c = self.in_channels
         self.build_generator(self.network_def("medtrans.networks.UNIT", {**defaults.UNIT_GENERATOR, "prior_type": prior_type},
                                               generator, in_channels=c))

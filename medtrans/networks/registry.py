@@ -27,6 +27,7 @@ from torch import nn
 from medtrans.errors import ModelError
 from medtrans.networks.discriminators import MultiResolutionDiscriminator, patchgan
 from medtrans.networks.generators import ResnetGenerator, UNetGenerator
+from medtrans.networks.start import StartedGenerator
 from medtrans.networks.unit import UNIT
 
 __all__ = ["NETWORKS", "build_network", "check_plain_data", "register_network"]
@@ -53,7 +54,7 @@ def register_network(name: str, builder: Callable[..., nn.Module]) -> Callable[.
     return builder
 
 
-for _builder in (UNetGenerator, ResnetGenerator, UNIT, MultiResolutionDiscriminator, patchgan):
+for _builder in (UNetGenerator, ResnetGenerator, UNIT, MultiResolutionDiscriminator, patchgan, StartedGenerator):
     register_network(f"medtrans.networks.{_builder.__name__}", _builder)
 for _name, _builder in (("monai.networks.nets.UNet", UNet), ("monai.networks.nets.BasicUNet", BasicUNet),
                         ("monai.networks.blocks.Convolution", Convolution)):

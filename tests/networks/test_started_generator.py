@@ -1,0 +1,84 @@
+"""A generator on a start mapping: untrained, it is the mapping; it learns the residual; it saves and loads."""
+
+import pytest
+import torch
+
+from medtrans.data.start import StartMapping
+from medtrans.errors import ModelError
+from medtrans.methods import build_method
+from medtrans.model import TranslationModel, load_model, save_generator
+from medtrans.networks.registry import build_network
+from medtrans.networks.start import PiecewiseLinear, StartedGenerator
+
+UNET = {"name": "medtrans.networks.UNetGenerator", "channels": [4, 8], "strides": [2]}
+RESNET = {"name": "medtrans.networks.ResnetGenerator", "channels": 4, "num_res_blocks": 1}
+INVERT = ([-1.0, -0.9, 1.0], [-1.0, 1.0, -0.9])  # background kept, foreground reversed
+KNOTS = [-1.0, *torch.linspace(-0.9, 1.0, 33).tolist()]  # the default 34 knots, the same inversion
+VALUES = [-1.0, *torch.linspace(1.0, -0.9, 33).tolist()]
+
+
+def test_piecewise_linear():
+    f = PiecewiseLinear(3)
+    x = torch.tensor([-2.0, -1.0, -0.95, 0.05, 1.0, 3.0])
+    assert torch.allclose(f(x), x.clamp(-1, 1))  # the identity until set
+    f.set(*INVERT)
+    assert torch.allclose(f(x), torch.tensor([-1.0, -1.0, 0.0, 0.05, -0.9, -0.9]), atol=1e-6)
+    with pytest.raises(ValueError, match="expected 3 knots"):
+        f.set([0.0, 1.0], [0.0, 1.0])
+    with pytest.raises(ValueError, match="increase strictly"):
+        f.set([0.0, 0.0, 1.0], [0.0, 1.0, 2.0])
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("inner", [UNET, RESNET])
+def test_untrained_it_is_the_start_and_the_residual_learns(inner, dims):
+    torch.manual_seed(0)
+    g = build_network({"_target_": "medtrans.networks.StartedGenerator", "spatial_dims": dims, "generator": inner,
+                       "num_knots": 3})
+    g.set_start(*INVERT)
+    x = torch.rand(2, 1, *(16,) * dims) * 2 - 1
+    assert torch.equal(g(x), g.start(x))
+    target = torch.zeros_like(x)
+    optimizer = torch.optim.SGD(g.parameters(), lr=1e-2)
+    before = torch.nn.functional.l1_loss(g(x), target).item()
+    for _ in range(5):
+        optimizer.zero_grad()
+        torch.nn.functional.l1_loss(g(x), target).backward()
+        optimizer.step()
+    assert torch.nn.functional.l1_loss(g(x), target).item() < before
+    assert g.in_channels == 1 and g.size_divisor == g.network.size_divisor
+    assert hasattr(g, "encode") == (inner is RESNET)
+
+
+def test_a_started_generator_saves_and_loads(tmp_path):
+    g_def = {"_target_": "medtrans.networks.StartedGenerator", "spatial_dims": 3, "generator": UNET, "num_knots": 3}
+    g = build_network(g_def)
+    g.set_start(*INVERT)
+    model = TranslationModel(g, g_def, 3, start={"type": "inverted", "evidence": {"same": 0.3, "inverted": 0.1}})
+    loaded = load_model(save_generator(tmp_path / "g.pt", model))
+    x = torch.rand(1, 1, 8, 8, 8) * 2 - 1
+    assert torch.equal(loaded.network(x), g.eval()(x)) and loaded.start["type"] == "inverted"
+    with pytest.raises(ModelError, match="cannot wrap another"):
+        build_network({**g_def, "generator": {"name": g_def["_target_"], "generator": UNET}})
+
+
+@pytest.mark.parametrize("name,reverse", [("nec", None), ("cut", None), ("cyclegan", "g_ba"), ("pix2pix", None)])
+def test_methods_start_both_directions(name, reverse):
+    generator = UNET if name in ("nec", "pix2pix") else RESNET
+    generator = {k: v for k, v in generator.items() if k != "name"}
+    method = build_method(name, spatial_dims=2, generator=generator)
+    assert isinstance(method.generator, StartedGenerator)
+    mapping = StartMapping("inverted", KNOTS, VALUES)
+    method.set_start(mapping)
+    x = torch.tensor([[[[-1.0, -0.9, 1.0]]]])
+    assert torch.allclose(method.generator.start(x), torch.tensor([-1.0, 1.0, -0.9]))
+    if reverse:
+        assert torch.allclose(getattr(method, reverse).start(torch.tensor([-1.0, -0.9, 1.0])), torch.tensor([-1.0, 1.0, -0.9]))
+    assert not isinstance(build_method(name, spatial_dims=2, generator=generator, start="none").generator, StartedGenerator)
+    with pytest.raises(ValueError, match="start='same' but the mapping given is 'inverted'"):
+        build_method(name, spatial_dims=2, generator=generator, start="same").set_start(mapping)
+
+
+def test_unit_has_no_start():
+    with pytest.raises(ValueError, match="UNIT has no start mapping"):
+        build_method("unit", spatial_dims=2, start="auto")

@@ -15,8 +15,8 @@ sulci and dark white matter fills its centre; a T1 inverted onto T2's histogram 
 without inversion has its mirror image. On the shared data this picks the candidate that correlates better with the
 real co-registered target for T1↔T2, T1→FLAIR, T1c↔FLAIR and T2↔FLAIR in every dataset (docs/methods.md).
 
-The mapping is piecewise linear through ``num_knots`` quantiles of each domain's foreground (plus the background,
-which maps to the background), applied in the network's normalised range; :class:`~medtrans.networks.start.
+The mapping is piecewise linear through quantiles of each domain's foreground (and the background, which maps to the
+background), applied in the network's normalised range; :class:`~medtrans.networks.start.
 StartedGenerator` applies it and learns the residual on top.
 """
 
@@ -107,14 +107,15 @@ def _js(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def estimate_start(volumes_a: Sequence[tuple[np.ndarray, np.ndarray]], volumes_b: Sequence[tuple[np.ndarray, np.ndarray]],
-                   start_type: str = "auto", num_knots: int = 33, background: float = -1.0) -> StartMapping:
+                   start_type: str = "auto", num_knots: int = 34, background: float = -1.0) -> StartMapping:
     """Choose (or build the forced) start mapping from unpaired volumes of both domains.
 
     Args:
         volumes_a: ``(image, foreground mask)`` pairs of domain A, images in normalised units.
         volumes_b: the same for domain B.
         start_type: one of :data:`START_TYPES`.
-        num_knots: foreground quantiles the piecewise-linear map passes through.
+        num_knots: knots of the piecewise-linear map: the background and ``num_knots - 1`` foreground quantiles
+            (:class:`~medtrans.networks.start.StartedGenerator`'s default holds 34).
         background: the normalised background value, mapped to itself.
 
     Raises:
@@ -125,15 +126,15 @@ def estimate_start(volumes_a: Sequence[tuple[np.ndarray, np.ndarray]], volumes_b
     if start_type == "none":
         return StartMapping("none")
     pick = [np.linspace(0, len(v) - 1, min(len(v), _MAX_VOLUMES)).round().astype(int) for v in (volumes_a, volumes_b)]
-    a = [(*_strided(*volumes_a[i]), ) for i in pick[0]]
-    b = [(*_strided(*volumes_b[i]), ) for i in pick[1]]
+    a = [_strided(*volumes_a[i]) for i in pick[0]]
+    b = [_strided(*volumes_b[i]) for i in pick[1]]
     # foreground voxels clipped onto the background value (the darkest percent of a percentile mapping) cannot be told
     # from the background: the quantiles come from the rest, so the background keeps its own knot
     fg_a = np.concatenate([img[m & (img > background + 1e-3)] for img, m, _ in a])
     fg_b = np.concatenate([img[m & (img > background + 1e-3)] for img, m, _ in b])
     if fg_a.size == 0 or fg_b.size == 0:
         raise ValueError("a domain has no foreground voxels to estimate the start mapping from")
-    levels = np.linspace(0.005, 0.995, num_knots)
+    levels = np.linspace(0.005, 0.995, num_knots - 1)
     q_a, q_b = np.quantile(fg_a, levels), np.quantile(fg_b, levels)
     q_a = _increasing(q_a)
     candidates = {"same": q_b, "inverted": q_b[::-1]}

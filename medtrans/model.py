@@ -133,11 +133,10 @@ _RECORD_KEYS = {"format", "network_def", "spatial_dims", "state_dict", "preproce
                 "start"}
 
 
-def _field(record: dict[str, Any], key: str, kind: type | tuple[type, ...], source: Path, default: Any = None) -> Any:
+def _field(record: dict[str, Any], key: str, kind: type, source: Path, default: Any = None) -> Any:
     value = record.get(key, default)
     if not isinstance(value, kind):
-        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ModelError(source, f"record field {key!r} must be a {expected}, got {type(value).__name__}")
+        raise ModelError(source, f"record field {key!r} must be of type {kind.__name__}, got {type(value).__name__}")
     return value
 
 

@@ -161,10 +161,10 @@ def test_train_set_values_are_data(value, volume, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda r: r.pop("network_def"), "record field 'network_def' must be a dict, got NoneType"),
-    (lambda r: r.update(spatial_dims="3"), "record field 'spatial_dims' must be a int"),
+    (lambda r: r.pop("network_def"), "record field 'network_def' must be of type dict, got NoneType"),
+    (lambda r: r.update(spatial_dims="3"), "record field 'spatial_dims' must be of type int"),
     (lambda r: r.update(spatial_dims=2), "holds a 3D network but its record says 2D"),
-    (lambda r: r.update(state_dict=[1, 2]), "record field 'state_dict' must be a dict"),
+    (lambda r: r.update(state_dict=[1, 2]), "record field 'state_dict' must be of type dict"),
     (lambda r: r["state_dict"].update({"unet.model.0.conv.weight": 3}), "must map parameter names to tensors"),
     (lambda r: r.update(preprocessing={"spacing": [1, 1]}), "record is malformed: spacing must be three"),
     (lambda r: r.update(preprocessing={"colour": 1}), "record is malformed: .*colour"),

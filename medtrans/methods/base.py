@@ -233,11 +233,11 @@ class TranslationMethod(nn.Module):
         compile_type: ``"none"`` (default), or a ``torch.compile`` mode for every network (``"default"``,
             ``"reduce-overhead"`` — CUDA graphs, for launch-bound steps —, ``"max-autotune"``). The networks are
             compiled in place, so checkpoints are unchanged; the first steps pay the compilation.
-        start: where every generator starts (:mod:`medtrans.data.start`): ``"auto"`` (default), the global intensity
-            mapping from domain A to B, histogram-matched with or without inversion, chosen from the training volumes
-            before the first step; ``"same"`` or ``"inverted"`` forces that mapping; the generator then learns the
-            residual on top (:class:`~medtrans.networks.start.StartedGenerator`), so an untrained translator is the
-            better training-free baseline. ``"none"``: the generator starts from its initial weights alone.
+        start: where every generator starts (:mod:`medtrans.data.start`): ``"none"`` (default), from its initial
+            weights alone; ``"auto"``, from the global intensity mapping from domain A to B, histogram-matched with or
+            without inversion, chosen from the training volumes before the first step; ``"same"`` or ``"inverted"``
+            forces that mapping. The generator then learns the residual on top
+            (:class:`~medtrans.networks.start.StartedGenerator`), so an untrained translator is that mapping.
         ema_decay: 0 (default) translates with the generator as trained; in (0, 1), with an exponential moving
             average of its weights (Yazıcı et al., ICLR 2019), updated after every step with the decay
             ``min(ema_decay, (1 + t) / (10 + t))`` at step ``t`` (short runs are not dominated by the initial
@@ -277,7 +277,7 @@ class TranslationMethod(nn.Module):
         init_gain: float = 0.02,
         compile_type: str = "none",
         ema_decay: float = 0.0,
-        start: str = "auto",
+        start: str = "none",
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):

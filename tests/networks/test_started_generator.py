@@ -66,7 +66,7 @@ def test_a_started_generator_saves_and_loads(tmp_path):
 def test_methods_start_both_directions(name, reverse):
     generator = UNET if name in ("nec", "pix2pix") else RESNET
     generator = {k: v for k, v in generator.items() if k != "name"}
-    method = build_method(name, spatial_dims=2, generator=generator)
+    method = build_method(name, spatial_dims=2, generator=generator, start="auto")
     assert isinstance(method.generator, StartedGenerator)
     mapping = StartMapping("inverted", KNOTS, VALUES)
     method.set_start(mapping)
@@ -74,7 +74,7 @@ def test_methods_start_both_directions(name, reverse):
     assert torch.allclose(method.generator.start(x), torch.tensor([-1.0, 1.0, -0.9]))
     if reverse:
         assert torch.allclose(getattr(method, reverse).start(torch.tensor([-1.0, -0.9, 1.0])), torch.tensor([-1.0, 1.0, -0.9]))
-    assert not isinstance(build_method(name, spatial_dims=2, generator=generator, start="none").generator, StartedGenerator)
+    assert not isinstance(build_method(name, spatial_dims=2, generator=generator).generator, StartedGenerator)
     with pytest.raises(ValueError, match="start='same' but the mapping given is 'inverted'"):
         build_method(name, spatial_dims=2, generator=generator, start="same").set_start(mapping)
 
@@ -82,3 +82,31 @@ def test_methods_start_both_directions(name, reverse):
 def test_unit_has_no_start():
     with pytest.raises(ValueError, match="UNIT has no start mapping"):
         build_method("unit", spatial_dims=2, start="auto")
+
+
+def test_training_chooses_saves_and_starts_at_the_mapping(tmp_path):
+    """start="auto": the trainer estimates the mapping from the stream before the first step, the translator record
+    carries the choice, and an untrained two-sided method starts G_ab at it and G_ba at its inverse."""
+    import nibabel as nib
+    import numpy as np
+
+    from medtrans.data import TrainStream
+    from medtrans.engine import TranslationTrainer
+
+    grid = np.stack(np.meshgrid(*[np.arange(32)] * 3, indexing="ij")) - 16
+    radius = np.sqrt((grid**2).sum(0))
+    for domain, core, rim in (("a", 250.0, 400.0), ("b", 400.0, 250.0)):  # B is A with the tissues' order reversed
+        (tmp_path / domain).mkdir()
+        for seed in range(2):
+            noise = np.random.default_rng(seed).normal(0, 5, radius.shape)
+            image = np.where(radius < 8, core, rim) * (radius < 12 + seed) + noise * (radius < 12 + seed)
+            nib.save(nib.Nifti1Image(image.astype(np.float32), np.eye(4)), tmp_path / domain / f"s{seed}.nii.gz")
+    method = build_method("cyclegan", spatial_dims=3, generator={k: v for k, v in RESNET.items() if k != "name"},
+                          discriminator={"channels": 4, "num_layers": 2}, start="auto")
+    stream = TrainStream(str(tmp_path / "a"), str(tmp_path / "b"), {"patch_size": (24, 24, 24), "num_workers": 0})
+    trainer = TranslationTrainer(method, stream, tmp_path / "run", iterations=1, tracking="none", progress=False)
+    assert trainer.model.start["type"] == "inverted" and set(trainer.model.start["evidence"]) == {"same", "inverted"}
+    mapping = method.start_mapping
+    x = torch.tensor(mapping.knots[1:4])
+    assert torch.allclose(method.g_ab.start(x), torch.tensor(mapping.values[1:4]))
+    assert torch.allclose(method.g_ba.start(method.g_ab.start(x)), x, atol=1e-4)

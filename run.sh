@@ -33,8 +33,10 @@ ensure_venv() {
   want=$(cat setup.cfg pyproject.toml "$constraints" | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$want" ]; then
     echo "[medtrans] installing dependencies into $venv (log: $venv/pip.log)" >&2
-    # PIP_CONSTRAINT (not only -c) so that packages built from source (sam2 in the label venv) see the pins too
-    if ! PIP_CONSTRAINT="$PWD/$constraints" SAM2_BUILD_CUDA=0 "$venv/bin/python" -m pip install "$@" >"$venv/pip.log" 2>&1; then
+    # PIP_CONSTRAINT (not only -c) so that packages built from source see the pins too; --no-compile: modules are
+    # compiled when first imported, not all of torch's at install time
+    if ! PIP_CONSTRAINT="$PWD/$constraints" SAM2_BUILD_CUDA=0 "$venv/bin/python" -m pip install --no-compile "$@" \
+      >"$venv/pip.log" 2>&1; then
       tail -n 40 "$venv/pip.log" >&2
       echo "[medtrans] pip install failed, see $venv/pip.log" >&2
       exit 1
@@ -45,7 +47,13 @@ ensure_venv() {
 extra=()
 if [ -n "${MEDTRANS_TORCH_INDEX:-}" ]; then extra=(--extra-index-url "$MEDTRANS_TORCH_INDEX"); fi
 # MONAI Label pins numpy 1.x and old DICOM libraries: it gets its own venv, the core one keeps numpy 2.
-ensure_label_venv() { ensure_venv "$LABEL_VENV" constraints-label.txt "${extra[@]}" monailabel -e .; }
+# Its file is a lock, installed as is (--no-deps) unless a CUDA torch index is given, whose torch brings its own
+# libraries (then pip resolves monailabel's requirements, sam2 among them, which it builds).
+ensure_label_venv() {
+  local lock=(--no-deps)
+  if [ -n "${MEDTRANS_TORCH_INDEX:-}" ]; then lock=(); fi
+  ensure_venv "$LABEL_VENV" constraints-label.txt "${extra[@]}" "${lock[@]}" -r constraints-label.txt -e .
+}
 ensure_venv "$VENV" constraints.txt "${extra[@]}" -e ".[test,demo]"
 cmd=$1
 shift

@@ -114,7 +114,7 @@ def translate_volume(args: argparse.Namespace) -> list[dict]:
                 if args.tiny and dims == 3:
                     command += ["--roi-size", "32", "32", "32"]
                 start = time.perf_counter()
-                done = subprocess.run(command, capture_output=True, text=True)
+                done = subprocess.run(command, capture_output=True, encoding="utf-8")
                 seconds = time.perf_counter() - start
                 rows.append({"method": f"translate 182x218x182 ({dims}D NEC)", "dims": dims, "precision": precision,
                              "ok": done.returncode == 0, "s_per_it": seconds, "error": done.stderr.strip()[-200:] or None})

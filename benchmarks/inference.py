@@ -164,7 +164,7 @@ def main() -> None:
         keys = None
         for run in runs:
             cfg = {**common, **run, "out": str(Path(tmp) / "out.nii.gz")}
-            done = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], capture_output=True, text=True)
+            done = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], capture_output=True, encoding="utf-8")
             if done.returncode:
                 print(done.stderr[-2000:], file=sys.stderr)
                 sys.exit(done.returncode)

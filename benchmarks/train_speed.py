@@ -112,7 +112,7 @@ def _child(kind: str, cfg: dict, pythonpath: str | None = None) -> dict:
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     done = subprocess.run([sys.executable, __file__, "--child", json.dumps({"kind": kind, **cfg})], capture_output=True,
-                          text=True, env=env)
+                          encoding="utf-8", env=env)
     if done.returncode:
         raise RuntimeError(done.stderr.strip().splitlines()[-1][:200])
     return json.loads(done.stdout.strip().splitlines()[-1])

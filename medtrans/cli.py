@@ -154,7 +154,7 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
                    help="memory the preprocessed training volumes may take")
     p.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=defaults.PRECISION_TYPES, default=defaults.PRECISION,
-                   help="auto: fp32 on CPU; on CUDA TF32, and bf16 autocast for batches of 96³ voxels or more")
+                   help="auto: fp32 on CPU; on CUDA TF32, and bf16 autocast for batches of 96^3 voxels or more")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the initial weights and of the batches")
     p.add_argument("--tracking", choices=defaults.TRACKING_TYPES, default="tensorboard", help="where losses are recorded")
     p.add_argument("--log-interval", type=_positive_int, default=defaults.LOG_INTERVAL,
@@ -191,7 +191,7 @@ def _add_translate(subparsers: argparse._SubParsersAction, common: argparse.Argu
     p.add_argument("--batch-size", type=_positive_int, help=f"2D models: slices per forward pass (default {defaults.SLICE_BATCH_SIZE})")
     p.add_argument("--device", type=_device, help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=defaults.PRECISION_TYPES,
-                   help="auto (default): fp32 on CPU; on CUDA TF32, and bf16 for windows of 96³ voxels or more")
+                   help="auto (default): fp32 on CPU; on CUDA TF32, and bf16 for windows of 96^3 voxels or more")
     p.add_argument("--target-intensity", choices=("model", "source", "histogram", "window"), default="model",
                    help="map outputs back with the model's recorded target range, the input's own mapping, "
                    "histogram matching to --reference, or --window LOW HIGH")
@@ -199,10 +199,10 @@ def _add_translate(subparsers: argparse._SubParsersAction, common: argparse.Argu
     p.add_argument("--window", type=_number(float), nargs=2, action=_Increasing, metavar=("LOW", "HIGH"),
                    help="target range for --target-intensity window (LOW < HIGH)")
     p.add_argument("--faithfulness-map", type=Path,
-                   help="also write the per-voxel NGF alignment map 1-½<n(s),n(o)>² here, with <stem>_invented and "
+                   help="also write the per-voxel NGF alignment map 1 - 0.5<n(s),n(o)>^2 here, with <stem>_invented and "
                    "<stem>_erased beside it (edges the output added / lost); a folder when INPUT is a folder. "
                    "See docs/inference.md")
-    p.add_argument("--faithfulness-eps", type=_positive_float, default=0.15, help="ε of the faithfulness maps, normalised units")
+    p.add_argument("--faithfulness-eps", type=_positive_float, default=0.15, help="epsilon of the faithfulness maps, normalised units")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(run="medtrans.inference:run_translate")
 
@@ -244,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medtrans`` console script; returns the exit status."""
+    for stream in (sys.stdout, sys.stderr):  # an ASCII terminal gets escapes, not a UnicodeEncodeError
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

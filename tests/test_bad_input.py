@@ -306,9 +306,9 @@ def test_the_console_script_exits_1_without_traceback(env, tmp_path):
     bad = _variant(env, "truncated_gz_0.3")
     command = [sys.executable, "-m", "medtrans.cli", "translate", str(bad), str(tmp_path / "o.nii.gz"), "--model",
                str(env["models"] / "m3d.pt")]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    done = subprocess.run(command, capture_output=True, encoding="utf-8", cwd=REPO)
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and str(bad) in done.stderr, done.stderr
-    debug = subprocess.run(command + ["--debug"], capture_output=True, text=True, cwd=REPO)
+    debug = subprocess.run(command + ["--debug"], capture_output=True, encoding="utf-8", cwd=REPO)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "InputError" in debug.stderr
 
 

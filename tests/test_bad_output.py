@@ -226,7 +226,7 @@ def _kill_while_writing(tmp_path: Path, argv: list, signum: int, module: str, fu
     script = textwrap.dedent(SLOW_WRITER.format(module=module, function=function, match=match))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-c", script, str(marker), *map(str, argv)], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8")
     deadline = time.monotonic() + 300
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -93,7 +93,7 @@ def test_translate_never_runs_a_model_file(payload, kind, volume, tmp_path, caps
 
 
 def _monai_bundle(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, encoding="utf-8",
                           timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
@@ -140,7 +140,7 @@ def test_monai_label_never_runs_a_model_file(tmp_path):
     script = ("import sys\nfrom medtrans.errors import ModelError\n"
               "from medtrans.integrations.monailabel import TranslationInferTask\n"
               "try:\n    TranslationInferTask(sys.argv[1])\nexcept ModelError as err:\n    print(err)\n    sys.exit(3)\n")
-    done = subprocess.run([str(LABEL_PYTHON), "-c", script, str(model)], cwd=REPO, capture_output=True, text=True,
+    done = subprocess.run([str(LABEL_PYTHON), "-c", script, str(model)], cwd=REPO, capture_output=True, encoding="utf-8",
                           timeout=300)
     assert done.returncode == 3 and not marker.exists() and "evil.pt" in done.stdout, done.stderr[-2000:]
 

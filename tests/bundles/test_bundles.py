@@ -87,6 +87,14 @@ def test_every_method_has_a_bundle():
         assert (BASE / part).is_file(), part
 
 
+def test_bundle_configs_are_ascii():
+    """MONAI reads a bundle's configs in the locale's encoding: on an ASCII-only terminal (LC_ALL=C) a non-ASCII
+    character would stop every ``monai.bundle`` command."""
+    for path in sorted((REPO / "bundles").glob("*/configs/*")):
+        text = path.read_bytes()
+        assert text.isascii(), f"{path.relative_to(REPO)}: non-ASCII at byte {next(i for i, b in enumerate(text) if b > 127)}"
+
+
 def test_method_bundles_state_only_what_differs_from_the_base():
     import yaml
 
@@ -145,7 +153,7 @@ def test_verify_metadata_offline():
     for name in BUNDLES:
         done = subprocess.run(
             [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", f"bundles/{name}/configs/metadata.json",
-             "--filepath", "bundles/meta_schema.json"], cwd=REPO, capture_output=True, text=True, timeout=120)
+             "--filepath", "bundles/meta_schema.json"], cwd=REPO, capture_output=True, encoding="utf-8", timeout=120)
         assert done.returncode == 0 and "metadata is verified with no error" in done.stdout + done.stderr, done.stderr[-2000:]
 
 
@@ -166,7 +174,7 @@ def test_the_documented_cycle_runs_as_written(dataset, tmp_path):
     assert "--bundle_root bundles/nec" in script and "medtrans translate" in script and "ckpt_export" in script
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "DATA": str(dataset), "T1": str(dataset / "A" / "s1.nii")}
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=root, env=env, capture_output=True, text=True,
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=root, env=env, capture_output=True, encoding="utf-8",
                           timeout=600)
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     nec = root / "bundles" / "nec"
@@ -192,7 +200,7 @@ def test_a_bundle_copied_anywhere_runs_from_any_folder(dataset, tmp_path):
     cwd.mkdir()
     configs = f"['{root.parent}/base/configs/train.yaml','{root}/configs/train.yaml']"
     done = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", configs, "--meta_file",
-                           str(root / "configs" / "metadata.json"), *args], cwd=cwd, capture_output=True, text=True,
+                           str(root / "configs" / "metadata.json"), *args], cwd=cwd, capture_output=True, encoding="utf-8",
                           timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert (root / "models" / "model.pt").exists() and list(cwd.iterdir()) == []
@@ -219,6 +227,6 @@ def test_torchrun_two_processes_gloo(dataset, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "monai.bundle",
          "run", "--config_file", configs, "--meta_file", str(root / "configs" / "metadata.json"), *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        cwd=REPO, env=env, capture_output=True, encoding="utf-8", timeout=300)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
     assert (root / "runs" / "checkpoint_00000002.pt").exists() and (root / "models" / "model.pt").exists()

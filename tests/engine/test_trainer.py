@@ -39,7 +39,7 @@ TranslationTrainer(method, stream, cfg["out"], iterations=cfg["iterations"], che
 
 def _run(cfg: dict, wait_for: Path | None = None) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(cfg)], env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(cfg)], env=env, stderr=subprocess.PIPE, encoding="utf-8")
     if wait_for is None:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]

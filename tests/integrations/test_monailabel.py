@@ -228,6 +228,6 @@ def test_a_missing_model_stops_the_server_with_the_paths_it_tried(tmp_path):
     (tmp_path / "studies").mkdir()
     result = subprocess.run([str(python), "-m", "monailabel.main", "start_server", "--app", str(app), "--studies",
                              str(tmp_path / "studies"), "--host", "127.0.0.1", "--port", str(_free_port()),
-                             "--conf", "models", "nope"], capture_output=True, text=True, timeout=180, check=False)
+                             "--conf", "models", "nope"], capture_output=True, encoding="utf-8", timeout=180, check=False)
     assert result.returncode != 0
     assert f"model not found (looked for nope, {app / 'model' / 'nope'}, {app / 'model' / 'nope.pt'})" in result.stdout + result.stderr

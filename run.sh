@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for set-up and use: creates/refreshes .venv from the repo's own files, then runs the job.
 #   bash run.sh demo [args]          the demo (builds .venv, ~2.1 GB)
-#   bash run.sh test [pytest args]   run the test suite (builds .venv and .venv-label, ~5.8 GB together)
+#   bash run.sh test [pytest args]   run the test suite (builds .venv and .venv-label, ~5.4 GB together)
 #   bash run.sh <command> [args]     run any medtrans command, e.g. bash run.sh translate --help
 #   bash run.sh label [args]         MONAI Label from its own venv (.venv-label), e.g. bash run.sh label start_server ...
 # PYTHON selects the interpreter (default python3, >= 3.10). Set MEDTRANS_TORCH_INDEX to a PyTorch wheel index URL

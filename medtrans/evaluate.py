@@ -10,7 +10,9 @@ Protocol (documented in docs/evaluation.md):
    clipped, data range 1; ``each``: each volume by its own mask percentiles (the protocol of the NEC paper and of
    docs/benchmarks.md's reference protocol), data range 1; ``none``: raw values with ``--data-range`` given.
 4. PSNR, SSIM (3D; and 2D per axial slice of the RAS volume, averaged over slices with mask voxels) and MAE inside the
-   mask (or the whole volume).
+   mask (or the whole volume), and ``texture``: the prediction's fine texture relative to the target's (the share of
+   its variance a Gaussian of 1 voxel removes, over the target's; 1 = as much, above 1 = speckle the target lacks),
+   taken on the raw volumes, before steps 2 and 3.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from medtrans.defaults import NORMALIZATIONS
 from medtrans.errors import InputError
 from medtrans.io import (Volume, atomic_write_many, check_input, check_outputs, check_writable, is_nifti, list_folder,
                          read_volume)
-from medtrans.metrics import mae, psnr, ssim
+from medtrans.metrics import mae, psnr, ssim, texture
 
 __all__ = [
     "NORMALIZATIONS",
@@ -43,7 +45,7 @@ __all__ = [
     "summarize",
 ]
 
-METRICS = ("psnr", "ssim3d", "ssim2d", "mae")
+METRICS = ("psnr", "ssim3d", "ssim2d", "mae", "texture")
 
 
 @dataclass
@@ -134,6 +136,10 @@ def evaluate_pair(pred: Volume, target: Volume, mask: Volume | None = None,
                                     "neighbourhood for SSIM)")
     mask_path = mask.path if mask is not None else None
     p, t = pred.data.astype(np.float64), target.data.astype(np.float64)
+    try:  # scale-free: before any matching, smoothing or normalisation
+        fine = texture(p, t, m)
+    except ValueError:  # a mask too thin to look inside, or a target without texture
+        fine = math.nan
     if protocol.histogram_match:
         p = histogram_match(p, t, mask=m, reference_mask=m).astype(np.float64)
     if protocol.sigma_mm > 0:
@@ -162,6 +168,7 @@ def evaluate_pair(pred: Volume, target: Volume, mask: Volume | None = None,
         "ssim3d": ssim(p, t, dr, m, protocol.ssim_kernel),
         "ssim2d": float(np.mean(ssim2d)) if ssim2d else math.nan,
         "mae": mae(p, t, m),
+        "texture": fine,
     }
 
 

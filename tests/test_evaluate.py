@@ -9,7 +9,7 @@ from medtrans.cli import main
 from medtrans.errors import InputError
 from medtrans.evaluate import EvaluationProtocol, evaluate_pair, evaluate_paths, summarize
 from medtrans.io import Volume
-from medtrans.metrics import checkerboard, mae, nyquist_fraction, psnr, ssim
+from medtrans.metrics import checkerboard, high_frequency_fraction, mae, nyquist_fraction, psnr, ssim, texture
 
 
 def _volume(data, affine=None, name="v.nii.gz"):
@@ -48,6 +48,30 @@ def test_checkerboard_measures_energy_at_the_two_voxel_period():
     assert checkerboard(outside, smooth, mask) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="no energy"):
         checkerboard(smooth, np.ones_like(smooth))
+
+
+def test_texture_measures_fine_texture_the_target_lacks():
+    """Speckle raises ``texture`` above 1 in proportion to its strength, smoothing lowers it below 1; a global
+    intensity change does not move it, and a speckled background outside the mask does not count."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+    grid = np.indices((32, 32, 32))
+    anatomy = np.sin(grid[0] / 4.0) * np.cos(grid[1] / 5.0) + 0.05 * rng.normal(size=(32, 32, 32))
+    speckle = rng.normal(size=anatomy.shape)
+    mask = np.zeros(anatomy.shape, bool)
+    mask[4:28, 4:28, 4:28] = True
+    assert texture(anatomy, anatomy, mask) == pytest.approx(1.0)
+    assert texture(3 - 2 * anatomy, anatomy, mask) == pytest.approx(1.0)  # scale-free, sign-free
+    assert 1.5 < texture(anatomy + 0.1 * speckle, anatomy, mask) < texture(anatomy + 0.2 * speckle, anatomy, mask)
+    assert texture(gaussian_filter(anatomy, 1.0), anatomy, mask) < 0.5
+    assert texture(anatomy + np.where(mask, 0, speckle), anatomy, mask) == pytest.approx(1.0)
+    single = anatomy[..., :1]  # one slice: smoothed in-plane only
+    assert high_frequency_fraction(single + 0.3 * speckle[..., :1]) > 2 * high_frequency_fraction(single)
+    with pytest.raises(ValueError, match="inside its border"):
+        high_frequency_fraction(anatomy, np.pad(np.ones((2, 2, 2), bool), 15))
+    with pytest.raises(ValueError, match="constant"):
+        high_frequency_fraction(np.ones((16, 16, 16)))
 
 
 def test_data_range_is_fixed_not_taken_from_the_prediction():

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medtrans.data.intensity import histogram_match_batch
@@ -238,6 +239,8 @@ class TranslationMethod(nn.Module):
             without inversion, chosen from the training volumes before the first step; ``"same"`` or ``"inverted"``
             forces that mapping. The generator then learns the residual on top
             (:class:`~medtrans.networks.start.StartedGenerator`), so an untrained translator is that mapping.
+        lambda_start: weight of an L1 pull of the translation towards the start mapping of its source (the one-sided
+            methods' generator loss; 0 = off): the generator leaves the start only where the other terms gain more.
         ema_decay: 0 (default) translates with the generator as trained; in (0, 1), with an exponential moving
             average of its weights (Yazıcı et al., ICLR 2019), updated after every step with the decay
             ``min(ema_decay, (1 + t) / (10 + t))`` at step ``t`` (short runs are not dominated by the initial
@@ -277,7 +280,8 @@ class TranslationMethod(nn.Module):
         init_gain: float = 0.02,
         compile_type: str = "none",
         ema_decay: float = 0.0,
-        start: str = "none",
+        start: str = "auto",
+        lambda_start: float = 10.0,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -289,7 +293,7 @@ class TranslationMethod(nn.Module):
         if compile_type not in COMPILE_TYPES:
             raise ValueError(f"compile_type must be one of {COMPILE_TYPES}, got {compile_type!r}")
         check_option_values({"lr": lr, "lr_discriminator": lr_discriminator, "weight_decay": weight_decay,
-                             "lambda_negative": lambda_negative})
+                             "lambda_negative": lambda_negative, "lambda_start": lambda_start})
         if start not in START_TYPES:
             raise ValueError(f"start must be one of {START_TYPES}, got {start!r}")
         if not 0.0 <= ema_decay < 1.0:
@@ -319,6 +323,7 @@ class TranslationMethod(nn.Module):
         self.generator_ema: nn.Module | None = None  # built by setup() when ema_decay > 0
         self.start = start
         self.start_mapping: StartMapping | None = None  # set by set_start()
+        self.lambda_start = lambda_start
         self.structure_specs = [dict(s) for s in structure_losses]
         self.structure_terms = nn.ModuleList(structure_loss(s, spatial_dims) for s in self.structure_specs)
         self.adversarial_loss = AdversarialLoss(adversarial_criterion)
@@ -506,6 +511,9 @@ class TranslationMethod(nn.Module):
         if self.structure_specs:
             losses["structure"] = self.structure_penalty(source, output)
             loss_g = loss_g + losses["structure"]
+        if self.lambda_start > 0 and self.start_mapping is not None and self.start_mapping.type != "none":
+            losses["start"] = F.l1_loss(output.float(), self.generator.start(source).float())
+            loss_g = loss_g + self.lambda_start * losses["start"]
         self.optimize("generator", loss_g)
         self.set_requires_grad(frozen, True)
         self.visuals = {"source": source, "output": output, "target": target}

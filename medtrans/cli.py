@@ -202,7 +202,7 @@ def _add_translate(subparsers: argparse._SubParsersAction, common: argparse.Argu
                    help="also write the per-voxel NGF alignment map 1 - 0.5<n(s),n(o)>^2 here, with <stem>_invented and "
                    "<stem>_erased beside it (edges the output added / lost); a folder when INPUT is a folder. "
                    "See docs/inference.md")
-    p.add_argument("--faithfulness-eps", type=_positive_float, default=0.15, help="epsilon of the faithfulness maps, normalised units")
+    p.add_argument("--faithfulness-eps", type=_positive_float, default=defaults.FAITHFULNESS_EPS, help="epsilon of the faithfulness maps, normalised units")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(run="medtrans.inference:run_translate")
 

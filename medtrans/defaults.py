@@ -15,6 +15,7 @@ __all__ = [
     "DEVICE_TYPES",
     "DISCRIMINATOR",
     "DISCRIMINATOR_LAYERS",
+    "FAITHFULNESS_EPS",
     "ITERATIONS",
     "LOG_INTERVAL",
     "MAX_VOXELS",
@@ -109,6 +110,8 @@ OVERLAP = 0.25
 SW_BATCH_SIZE = 1
 SLICE_BATCH_SIZE = 16
 """Slices per forward pass of 2D models."""
+FAITHFULNESS_EPS = 0.15
+"""ε of the faithfulness maps' normalised gradient fields, in [-1, 1] intensity units (NEC's training value)."""
 MAX_VOXELS = 2**30
 """Largest grid a volume is resampled to (a model's ``preprocessing.spacing``, a training preprocessing): 1024³ voxels,
 4 GiB per float32 copy. A finer spacing than that is refused before resampling starts (a model recorded with 0.001 mm

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import torch
 
+from medtrans.defaults import FAITHFULNESS_EPS
 from medtrans.losses.ngf import normalized_gradient_field
 
 __all__ = ["faithfulness_maps"]
 
 
-def faithfulness_maps(source: torch.Tensor, output: torch.Tensor, eps: float = 0.15) -> dict[str, torch.Tensor]:
+def faithfulness_maps(source: torch.Tensor, output: torch.Tensor, eps: float = FAITHFULNESS_EPS) -> dict[str, torch.Tensor]:
     """The three maps for ``(B, 1, *spatial)`` source and output in the same normalised range ([-1, 1]).
 
     Args:

@@ -240,7 +240,7 @@ class Translator:
         return out[None, None].movedim(2, axis)
 
     # -- whole volumes --------------------------------------------------------------------------------------------
-    def translate(self, volume: Volume, mask: np.ndarray | None = None, maps: bool = False, maps_eps: float = 0.15) -> Translation:
+    def translate(self, volume: Volume, mask: np.ndarray | None = None, maps: bool = False, maps_eps: float = defaults.FAITHFULNESS_EPS) -> Translation:
         """Translate one volume.
 
         Args:
@@ -297,7 +297,7 @@ class Translator:
         output_path: str | Path,
         faithfulness_map: str | Path | None = None,
         mask_path: str | Path | None = None,
-        maps_eps: float = 0.15,
+        maps_eps: float = defaults.FAITHFULNESS_EPS,
     ) -> Path:
         """Read, translate and write one volume and its faithfulness maps: all of them, or (on any failure or
         interruption) none.
@@ -431,7 +431,7 @@ def translate_path(
     faithfulness_map: str | Path | None = None,
     mask: str | Path | None = None,
     target_intensity: dict[str, Any] | None = None,
-    faithfulness_eps: float = 0.15,
+    faithfulness_eps: float = defaults.FAITHFULNESS_EPS,
     **settings: Any,
 ) -> list[Path]:
     """Translate a file, a DICOM series folder, or every volume of a folder (then ``output_path`` is a folder).

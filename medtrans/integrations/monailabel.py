@@ -23,7 +23,7 @@ from typing import Any
 from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from medtrans.defaults import PRECISION_TYPES
+from medtrans.defaults import FAITHFULNESS_EPS, PRECISION_TYPES
 from medtrans.errors import MedtransError, ModelError
 from medtrans.inference import InferenceSettings, Translator, faithfulness_paths
 from medtrans.model import TranslationModel, load_model
@@ -115,7 +115,7 @@ class TranslationInferTask(InferTask):
             "device": ["auto", "cpu", "cuda"],
             "precision": list(PRECISION_TYPES),
             "result_type": list(RESULT_TYPES),
-            "faithfulness_eps": 0.15,
+            "faithfulness_eps": FAITHFULNESS_EPS,
         })
         super().__init__(
             type=InferType.OTHERS,

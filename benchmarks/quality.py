@@ -25,7 +25,9 @@ seed — figures are reproducible across machines; the wall time is reported bes
 
 Scores (``medtrans.evaluate``, inside the brain mask): each volume scaled by its own 1st–99th brain percentiles to
 [0, 1], data range 1 (the datasets' raw scales differ); and the NEC protocol (histogram matching, σ 0.5 mm). Also:
-``checkerboard`` — the output's energy at the 2-voxel period relative to the target's (1 = none added);
+``checkerboard`` — the output's energy at the 2-voxel period relative to the target's (1 = none added); ``texture`` —
+the share of its variance inside the brain at the finest scale (a 1-voxel Gaussian) relative to the target's (1 = as
+much fine texture as the real target, above 1 = speckle it lacks);
 ``r_target`` / ``r_source`` — the correlation of the output with the target and with the source inside the mask (a
 T1→T2 output that flipped the contrast has r_source < 0 and r_target > 0). Baselines: the rescaled input, the input
 histogram-matched to the pooled training targets, and the contrast-inverted input histogram-matched the same way.
@@ -193,15 +195,15 @@ def record_curve(rows: list, base: dict, test_a: Volume, test_b: Volume, mask: n
 
 def summarize(table: pd.DataFrame) -> list[str]:
     keys = ["task", "split", "method", "label", "iterations"]
-    metrics = ("psnr", "ssim3d", "mae", "nec_psnr", "nec_ssim3d", "checkerboard", "r_source")
+    metrics = ("psnr", "ssim3d", "mae", "nec_psnr", "nec_ssim3d", "checkerboard", "texture", "r_source")
     lines = ["| task | split | method | label | iterations | runs | train min | PSNR dB | SSIM 3D | MAE | NEC PSNR | "
-             "NEC SSIM | checkerboard | r(source) |", "|" + "---|" * 14]
+             "NEC SSIM | checkerboard | texture | r(source) |", "|" + "---|" * 15]
     for group, rows in table.groupby(keys, sort=False, dropna=False):
         cells = []
         for m in metrics:
             values = rows[m].to_numpy(float)
             std = values.std(ddof=1) if len(values) > 1 else 0.0
-            digits = 2 if m in ("psnr", "nec_psnr", "checkerboard") else 3
+            digits = 2 if m in ("psnr", "nec_psnr", "checkerboard", "texture") else 3
             cells.append(f"{values.mean():.{digits}f} ± {std:.{digits}f}")
         minutes = rows["seconds"].mean() / 60 if rows["seconds"].notna().any() else float("nan")
         lines.append(f"| {' | '.join(str(g) for g in group)} | {len(rows)} | {minutes:.1f} | {' | '.join(cells)} |")
@@ -300,7 +302,7 @@ def main() -> None:
                                       f"{rows[-1]['ssim3d']:.3f} r(source) {rows[-1]['r_source']:.2f}", flush=True)
                             print(f"{task} {test} {split} {label} seed {seed} [{args.label}]: {args.iterations} it in "
                                   f"{run['seconds'] / 60:.1f} min; PSNR {row['psnr']:.2f} SSIM {row['ssim3d']:.3f} "
-                                  f"checkerboard {row['checkerboard']:.2f} r(source) {row['r_source']:.2f}; output "
+                                  f"checkerboard {row['checkerboard']:.2f} texture {row['texture']:.2f} r(source) {row['r_source']:.2f}; output "
                                   f"histogram-matched: PSNR {matched['psnr']:.2f} SSIM {matched['ssim3d']:.3f}", flush=True)
                             with tempfile.TemporaryDirectory() as tmp:
                                 files = [Path(tmp) / f"{k}.nii.gz" for k in ("out", "invented")]

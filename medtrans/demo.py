@@ -27,6 +27,8 @@ REFERENCE_SPEED = 6.4
 REFERENCE_OTHER_SECONDS = 20.0
 """Time of the demo's other steps (dataset, translation, scoring, montage) on that machine."""
 PROGRESS_EVERY = 250
+NEC = "NEC (medtrans demo)"
+INVERTED = "inverted + histogram-matched input"
 
 
 def _say(text: str) -> None:
@@ -55,7 +57,7 @@ def _baselines(data: Path, out: Path) -> dict[str, Path]:
     from medtrans.io import is_nifti, read_volume, write_volume
 
     pooled = pooled_foreground([p for p in sorted((data / "B").iterdir()) if is_nifti(p)])
-    folders = {"histogram-matched input": out / "histmatch", "inverted + histogram-matched input": out / "inverted_histmatch"}
+    folders = {"histogram-matched input": out / "histmatch", INVERTED: out / "inverted_histmatch"}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
     for path in sorted(p for p in (data / "test" / "A").iterdir() if is_nifti(p)):
@@ -152,7 +154,7 @@ def run_demo(output: str | Path = "demo_output", data: str | Path | None = None,
 
     _say("4/5 scoring against the held-out real T2w, beside two baselines that need no training")
     mask = data / "test" / "mask" if (data / "test" / "mask").is_dir() else None
-    predictions = {"NEC (medtrans demo)": translated, **_baselines(data, output / "baselines")}
+    predictions = {NEC: translated, **_baselines(data, output / "baselines")}
     rows = []
     for name, folder in predictions.items():
         table = evaluate_paths(folder, data / "test" / "B", mask)
@@ -160,16 +162,22 @@ def run_demo(output: str | Path = "demo_output", data: str | Path | None = None,
         rows.append(table)
     scores = pd.concat(rows, ignore_index=True)
     atomic_write(output / "scores.csv", lambda tmp: scores.to_csv(tmp, index=False))
-    summary = scores.groupby("method", sort=False)[["psnr", "ssim3d", "ssim2d", "mae"]].mean()
+    summary = scores.groupby("method", sort=False)[["psnr", "ssim3d", "ssim2d", "mae", "texture"]].mean()
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
         print(summary.to_string())
     print(f"(protocol: {describe(EvaluationProtocol(), mask is not None)})")
 
     _say("5/5 writing the montage")
     first = sorted(p for p in translated.iterdir() if is_nifti(p))[0]
+    scored = scores[scores.subject == first.name.split(".")[0]].set_index("method")
+
+    def score(method: str) -> str:
+        return f"{scored.psnr[method]:.1f} dB, SSIM {scored.ssim3d[method]:.2f}"
+
     volume_montage(data / "test" / "A" / first.name, first, data / "test" / "B" / first.name,
                    output / "faithfulness" / first.name.replace(".nii", "_invented.nii"), output / "montage.png",
-                   labels=("input T1w", "NEC translation", "real T2w", "|error|", "invented structure"))
+                   labels=(f"input T1w\ninverted: {score(INVERTED)}", f"NEC translation\n{score(NEC)}", "real T2w",
+                           "|error|", "invented structure"))
     total = time.monotonic() - start
     _say(f"done in {total / 60:.1f} min (expected {expected / 60:.1f} on the reference machine): {output}/translated, "
          "faithfulness/, scores.csv, montage.png")

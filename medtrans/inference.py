@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from medtrans.data.intensity import (
     histogram_match,
     validate_spec,
 )
+from medtrans.data.start import input_knots
 from medtrans.errors import InputError, MedtransError, ModelError
 from medtrans.faithfulness import faithfulness_maps
 from medtrans.io import (
@@ -45,6 +46,7 @@ from medtrans.io import (
     write_volumes,
 )
 from medtrans.model import TranslationModel, load_model
+from medtrans.networks.start import PiecewiseLinear
 from medtrans.precision import PRECISION_TYPES, autocast, resolve_precision
 from medtrans.preprocessing import Prepared, grid_problem, prepare
 from medtrans.utils import resolve_device
@@ -261,7 +263,8 @@ class Translator:
         if problem is not None:  # the model's recorded spacing, not the volume, is at fault: refused before resampling
             raise ModelError(self.model.source, f"its preprocessing.{problem}")
         prepared = prepare(volume, self.model.preprocessing, mask)
-        y_net = self.run_network(torch.from_numpy(prepared.data)[None, None])[0, 0].numpy()
+        with self._start_fitted_to(prepared.data, volume.path):
+            y_net = self.run_network(torch.from_numpy(prepared.data)[None, None])[0, 0].numpy()
         y = prepared.to_source_grid(y_net)
         x = prepared.intensity.forward(prepared.source)
         computed = faithfulness_maps(torch.from_numpy(x)[None, None], torch.from_numpy(y)[None, None], maps_eps) if maps else {}
@@ -272,6 +275,25 @@ class Translator:
             output_normalized=inverse(y),
             maps={k: inverse(v[0, 0].numpy()) for k, v in computed.items()},
         )
+
+    @contextlib.contextmanager
+    def _start_fitted_to(self, image: np.ndarray, path: Path) -> Iterator[None]:
+        """While translating ``image`` (normalised canonical voxels), the generator's start mapping runs from the
+        input's own foreground quantiles (:func:`~medtrans.data.start.input_knots`) onto the same domain-B values."""
+        start = getattr(self.network, "start", None)
+        if not isinstance(start, PiecewiseLinear) or self.model.start.get("type", "none") == "none":
+            yield
+            return
+        trained = start.knots.clone()
+        try:
+            knots = input_knots(image, trained.numel())
+        except ValueError as error:
+            raise InputError(path, str(error)) from None
+        start.set(knots, start.values)
+        try:
+            yield
+        finally:
+            start.knots.copy_(trained)
 
     def _to_target(self, y: np.ndarray, prepared: Prepared) -> np.ndarray:
         """Network range → target units; where the input is background, the target domain's background value."""

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["START_TYPES", "StartMapping", "estimate_start"]
+__all__ = ["START_TYPES", "StartMapping", "estimate_start", "input_knots"]
 
 START_TYPES = ("auto", "same", "inverted", "none")
 """``auto``: chosen from the data; ``same`` / ``inverted``: forced; ``none``: the generator starts from nothing."""
@@ -39,6 +39,7 @@ DISTANCE_VOXELS = 20.0
 _BINS = (8, 8, 4)  # rank, neighbourhood rank, distance
 _MAX_VOLUMES = 8  # per domain: the estimate's cost stays a few seconds whatever the training set
 _TARGET_VOXELS = 100**3  # volumes are strided down to about this many voxels
+_FOREGROUND_THRESHOLD = -0.9  # the patch sampler's default (TrainStream's foreground_threshold)
 logger = logging.getLogger("medtrans.start")
 
 
@@ -98,6 +99,29 @@ def _filled(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def _quantiles(foreground: np.ndarray, num_knots: int) -> np.ndarray:
+    """The ``num_knots - 1`` foreground quantiles a start mapping runs through (0.5 % to 99.5 %)."""
+    return np.quantile(foreground, np.linspace(0.005, 0.995, num_knots - 1))
+
+
+def input_knots(image: np.ndarray, num_knots: int, background: float = -1.0) -> np.ndarray:
+    """The start mapping's A knots for one input volume (normalised units): the background, then the quantiles of the
+    input's own foreground, taken as :func:`estimate_start` takes them from the training volumes.
+
+    A translator maps each input through these knots onto domain B's values, so a subject whose histogram differs
+    from the training volumes' (another scanner or protocol) starts from its own histogram matched onto B's, as the
+    training-free baselines do, not from the pooled training histogram.
+
+    Raises:
+        ValueError: when the volume has no foreground voxels.
+    """
+    strided, mask, _ = _strided(image, (np.abs(image - background) > 1e-6) & (image > _FOREGROUND_THRESHOLD))
+    foreground = strided[mask & (strided > background + 1e-3)]
+    if foreground.size == 0:
+        raise ValueError("the volume has no foreground voxels to fit the start mapping to")
+    return _increasing(np.array([background, *_quantiles(foreground, num_knots)]))
+
+
 def _features(rank: np.ndarray, mask: np.ndarray, distance: np.ndarray) -> np.ndarray:
     """The normalised joint histogram of (rank, neighbourhood rank, distance) over the foreground."""
     weight = ndimage.gaussian_filter(mask.astype(np.float32), 1.0)
@@ -145,8 +169,7 @@ def estimate_start(volumes_a: Sequence[tuple[np.ndarray, np.ndarray]], volumes_b
     fg_b = np.concatenate([img[m & (img > background + 1e-3)] for img, m, _ in b])
     if fg_a.size == 0 or fg_b.size == 0:
         raise ValueError("a domain has no foreground voxels to estimate the start mapping from")
-    levels = np.linspace(0.005, 0.995, num_knots - 1)
-    q_a, q_b = np.quantile(fg_a, levels), np.quantile(fg_b, levels)
+    q_a, q_b = _quantiles(fg_a, num_knots), _quantiles(fg_b, num_knots)
     q_a = _increasing(q_a)
     candidates = {"same": q_b, "inverted": q_b[::-1]}
     evidence: dict[str, float] = {}

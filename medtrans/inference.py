@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,10 +185,13 @@ class Translator:
             )
         self._reference: Volume | None = None
         self._amp = "fp32"  # resolved per volume by run_network
+        self._start_knots: torch.Tensor | None = None  # the input's own, set per volume by translate
 
     # -- network passes -------------------------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with autocast(self._amp, self.device):
+            if self._start_knots is not None:
+                return self.network(x, start_knots=self._start_knots).float()
             return self.network(x).float()
 
     def _padded_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -263,8 +266,8 @@ class Translator:
         if problem is not None:  # the model's recorded spacing, not the volume, is at fault: refused before resampling
             raise ModelError(self.model.source, f"its preprocessing.{problem}")
         prepared = prepare(volume, self.model.preprocessing, mask)
-        with self._start_fitted_to(prepared.data, volume.path):
-            y_net = self.run_network(torch.from_numpy(prepared.data)[None, None])[0, 0].numpy()
+        self._start_knots = self._input_start_knots(prepared.data, volume.path)
+        y_net = self.run_network(torch.from_numpy(prepared.data)[None, None])[0, 0].numpy()
         y = prepared.to_source_grid(y_net)
         x = prepared.intensity.forward(prepared.source)
         computed = faithfulness_maps(torch.from_numpy(x)[None, None], torch.from_numpy(y)[None, None], maps_eps) if maps else {}
@@ -276,24 +279,17 @@ class Translator:
             maps={k: inverse(v[0, 0].numpy()) for k, v in computed.items()},
         )
 
-    @contextlib.contextmanager
-    def _start_fitted_to(self, image: np.ndarray, path: Path) -> Iterator[None]:
-        """While translating ``image`` (normalised canonical voxels), the generator's start mapping runs from the
-        input's own foreground quantiles (:func:`~medtrans.data.start.input_knots`) onto the same domain-B values."""
+    def _input_start_knots(self, image: np.ndarray, path: Path) -> torch.Tensor | None:
+        """The knots a started generator's mapping runs from for ``image`` (normalised canonical voxels): the input's
+        own foreground quantiles (:func:`~medtrans.data.start.input_knots`), onto the same domain-B values; ``None``
+        for a generator without a start."""
         start = getattr(self.network, "start", None)
         if not isinstance(start, PiecewiseLinear) or self.model.start.get("type", "none") == "none":
-            yield
-            return
-        trained = start.knots.clone()
+            return None
         try:
-            knots = input_knots(image, trained.numel())
+            return torch.as_tensor(input_knots(image, start.knots.numel()), dtype=torch.float32, device=self.device)
         except ValueError as error:
             raise InputError(path, str(error)) from None
-        start.set(knots, start.values)
-        try:
-            yield
-        finally:
-            start.knots.copy_(trained)
 
     def _to_target(self, y: np.ndarray, prepared: Prepared) -> np.ndarray:
         """Network range → target units; where the input is background, the target domain's background value."""

@@ -41,8 +41,11 @@ class PiecewiseLinear(nn.Module):
         self.knots.copy_(knots_t)
         self.values.copy_(values_t)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        knots, values = self.knots, self.values
+    def forward(self, x: torch.Tensor, knots: torch.Tensor | None = None) -> torch.Tensor:
+        """``f(x)``; ``knots`` (as many, increasing) replace the stored ones for this call, e.g. an input's own
+        quantiles (the values stay)."""
+        knots = self.knots if knots is None else knots.to(self.knots)
+        values = self.values
         x = x.float().clamp(knots[0], knots[-1])
         index = torch.bucketize(x, knots[1:-1])  # segment [knots[i], knots[i + 1]]
         k0, k1, v0, v1 = knots[index], knots[index + 1], values[index], values[index + 1]
@@ -100,9 +103,11 @@ class StartedGenerator(nn.Module):
         """Use the start mapping through ``(knots, values)`` (see :meth:`PiecewiseLinear.set`)."""
         self.start.set(knots, values)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, start_knots: torch.Tensor | None = None) -> torch.Tensor:
+        """``clamp(f(x) + R(x), -1, 1)``; ``start_knots`` replace the start mapping's knots for this call (see
+        :meth:`PiecewiseLinear.forward`)."""
         residual = self.network(x)
-        return (self.start(x).to(residual.dtype) + residual).clamp(-1.0, 1.0)
+        return (self.start(x, start_knots).to(residual.dtype) + residual).clamp(-1.0, 1.0)
 
 
 def _output_convolution(network: nn.Module, spatial_dims: int) -> str:

@@ -134,7 +134,7 @@ def test_training_chooses_saves_and_starts_at_the_mapping(tmp_path):
 def test_a_translator_starts_each_input_from_its_own_histogram():
     """The start mapping runs from the input's own foreground quantiles onto domain B's values: an untrained translator
     gives any input B's distribution (here uniform on [-0.9, 1], reversed), whatever the input's histogram, as the
-    inverted, histogram-matched baseline does; the generator's trained knots are restored afterwards."""
+    inverted, histogram-matched baseline does; the generator's own knots stay as trained."""
     import numpy as np
 
     from medtrans.inference import Translator

@@ -186,7 +186,7 @@ def _add_translate(subparsers: argparse._SubParsersAction, common: argparse.Argu
                    help=f"3D models: sliding window (default: the model's, else {roi}); larger than the volume = one pass")
     p.add_argument("--overlap", type=_fraction, help=f"3D models: window overlap in [0, 1) (default {defaults.OVERLAP})")
     p.add_argument("--sw-batch-size", type=_positive_int, help=f"3D models: windows per forward pass (default {defaults.SW_BATCH_SIZE})")
-    p.add_argument("--blend-mode", choices=("gaussian", "constant"), help="3D models: window blending (default gaussian)")
+    p.add_argument("--blend-mode", choices=defaults.BLEND_MODES, help=f"3D models: window blending (default {defaults.BLEND_MODES[0]})")
     p.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="2D models: axis of the RAS volume to slice (default 2, axial)")
     p.add_argument("--batch-size", type=_positive_int, help=f"2D models: slices per forward pass (default {defaults.SLICE_BATCH_SIZE})")
     p.add_argument("--device", type=_device, help="auto (default), cpu, cuda, cuda:N")

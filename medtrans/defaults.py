@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "ADVERSARIAL_CRITERIA",
     "BATCH_SIZE",
+    "BLEND_MODES",
     "CHECKPOINT_INTERVAL",
     "DEVICE_TYPES",
     "DISCRIMINATOR",
@@ -107,6 +108,8 @@ NORMALIZATIONS = ("target", "each", "none")
 ROI_SIZE = (96, 96, 96)
 """Sliding window of 3D models."""
 OVERLAP = 0.25
+BLEND_MODES = ("gaussian", "constant")
+"""How overlapping 3D windows are blended; the first is the default."""
 SW_BATCH_SIZE = 1
 SLICE_BATCH_SIZE = 16
 """Slices per forward pass of 2D models."""

@@ -85,7 +85,7 @@ class InferenceSettings:
     roi_size: tuple[int, int, int] = defaults.ROI_SIZE
     overlap: float = defaults.OVERLAP
     sw_batch_size: int = defaults.SW_BATCH_SIZE
-    blend_mode: str = "gaussian"
+    blend_mode: str = defaults.BLEND_MODES[0]
     slice_axis: int = 2
     batch_size: int = defaults.SLICE_BATCH_SIZE
     device: str = "auto"
@@ -100,8 +100,8 @@ class InferenceSettings:
             raise ValueError(f"overlap must lie in [0, 1), got {self.overlap}")
         if self.sw_batch_size < 1 or self.batch_size < 1:
             raise ValueError(f"sw_batch_size and batch_size must be >= 1, got {self.sw_batch_size}, {self.batch_size}")
-        if self.blend_mode not in ("gaussian", "constant"):
-            raise ValueError(f"blend_mode must be 'gaussian' or 'constant', got {self.blend_mode!r}")
+        if self.blend_mode not in defaults.BLEND_MODES:
+            raise ValueError(f"blend_mode must be one of {defaults.BLEND_MODES}, got {self.blend_mode!r}")
         if self.precision not in PRECISION_TYPES:
             raise ValueError(f"precision must be one of {PRECISION_TYPES}, got {self.precision!r}")
         if self.slice_axis not in (0, 1, 2):
@@ -153,6 +153,12 @@ def gaussian_weights(roi_size: tuple[int, ...], sigma_scale: float = 0.125) -> t
         shape[2 + axis] = size
         weights = weights * torch.exp(-0.5 * (centred / (sigma_scale * size)) ** 2).view(shape)
     return (weights / weights.max()).float()
+
+
+SETTINGS_3D = ("roi_size", "overlap", "sw_batch_size", "blend_mode")
+"""The :class:`InferenceSettings` that apply to 3D models only (the sliding window)."""
+SETTINGS_2D = ("slice_axis", "batch_size")
+"""The :class:`InferenceSettings` that apply to 2D models only (slice by slice)."""
 
 
 class Translator:
@@ -501,13 +507,9 @@ def translate_path(
     return written
 
 
-_ONLY_3D = ("roi_size", "overlap", "sw_batch_size", "blend_mode")
-_ONLY_2D = ("slice_axis", "batch_size")
-
-
 def run_translate(args: Any) -> int:
     """Body of ``medtrans translate``: paths first, then the model and its options, then the volumes."""
-    given = {name: getattr(args, name) for name in (*_ONLY_3D, *_ONLY_2D, "device", "precision")
+    given = {name: getattr(args, name) for name in (*SETTINGS_3D, *SETTINGS_2D, "device", "precision")
              if getattr(args, name) is not None}
     for path in (args.mask, args.reference, args.model):  # a FIFO or a device would block or never end: refused now
         if path is not None and os.path.lexists(path):
@@ -516,7 +518,7 @@ def run_translate(args: Any) -> int:
           [(args.mask, "--mask"), (args.reference, "--reference"), (args.model, "--model")])
     target = _target_spec(args)
     model = load_model(args.model)
-    for name in _ONLY_3D if model.spatial_dims == 2 else _ONLY_2D:
+    for name in SETTINGS_3D if model.spatial_dims == 2 else SETTINGS_2D:
         if name in given:
             raise InputError("--" + name.replace("_", "-"), f"applies to {5 - model.spatial_dims}D models only, and "
                              f"{args.model} is a {model.spatial_dims}D model; leave it out")

@@ -23,9 +23,9 @@ from typing import Any
 from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from medtrans.defaults import FAITHFULNESS_EPS, PRECISION_TYPES
+from medtrans.defaults import BLEND_MODES, FAITHFULNESS_EPS, PRECISION_TYPES
 from medtrans.errors import MedtransError, ModelError
-from medtrans.inference import InferenceSettings, Translator, faithfulness_paths
+from medtrans.inference import SETTINGS_2D, SETTINGS_3D, InferenceSettings, Translator, faithfulness_paths
 from medtrans.model import TranslationModel, load_model
 
 __all__ = ["RESULT_TYPES", "TranslationInferTask", "find_models"]
@@ -33,8 +33,6 @@ __all__ = ["RESULT_TYPES", "TranslationInferTask", "find_models"]
 RESULT_TYPES = ("translation", "invented", "erased", "ngf")
 """What an /infer call returns: the translated volume, or one of its faithfulness maps (docs/inference.md)."""
 
-_SETTINGS_3D = ("roi_size", "overlap", "sw_batch_size")
-_SETTINGS_2D = ("batch_size", "slice_axis")
 _NIFTI = (".nii.gz", ".nii")
 _SLICER_HINT = (
     "a translation is a float32 intensity image, returned as NIfTI; 3D Slicer's MONAILabel module asks for uint8 "
@@ -107,10 +105,11 @@ class TranslationInferTask(InferTask):
     def __init__(self, model: TranslationModel | str | Path, description: str | None = None) -> None:
         self.model = model if isinstance(model, TranslationModel) else load_model(model)
         defaults = InferenceSettings.for_model(self.model, progress=False)
-        keys = _SETTINGS_3D if self.model.spatial_dims == 3 else _SETTINGS_2D
-        # roi_size as "X,Y,Z": clients show a list as a choice between its items
-        config: dict[str, Any] = {k: (",".join(map(str, defaults.roi_size)) if k == "roi_size" else getattr(defaults, k))
-                                  for k in keys}
+        keys = SETTINGS_3D if self.model.spatial_dims == 3 else SETTINGS_2D
+        # roi_size as "X,Y,Z": clients show a list as a choice between its items; blend_mode a choice, the default first
+        shown = {"roi_size": ",".join(map(str, defaults.roi_size)),
+                 "blend_mode": sorted(BLEND_MODES, key=lambda mode: mode != defaults.blend_mode)}
+        config: dict[str, Any] = {k: shown.get(k, getattr(defaults, k)) for k in keys}
         config.update({
             "device": ["auto", "cpu", "cuda"],
             "precision": list(PRECISION_TYPES),

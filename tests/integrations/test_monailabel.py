@@ -161,6 +161,7 @@ def test_info_lists_the_model_as_a_translation_task(served):
     assert model["config"]["roi_size"] == ",".join(map(str, ROI_SIZE))  # the default window, a string (a list would be a choice)
     assert model["config"]["result_type"][0] == "translation"
     assert {"overlap", "device", "precision", "faithfulness_eps"} <= set(model["config"])
+    assert model["config"]["blend_mode"] == ["gaussian", "constant"]  # the settings medtrans translate has, default first
     assert info["datastore"]["total"] == 1
 
 
@@ -215,6 +216,7 @@ def test_corrupt_upload_gets_a_clear_error_and_the_server_keeps_serving(served, 
     ({"overlap": 1.5}, "overlap"),
     ({"roi_size": "32,32"}, "roi_size"),
     ({"result_type": "segmentation"}, "result_type"),
+    ({"blend_mode": "nearest"}, "blend_mode"),
 ])
 def test_bad_parameters_are_refused_with_the_reason(served, params, message):
     response = served[0].infer(params, image="tcga", output="json")

@@ -210,22 +210,32 @@ def _add_translate(subparsers: argparse._SubParsersAction, common: argparse.Argu
 def _add_evaluate(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "evaluate", parents=[common], formatter_class=_Formatter,
-        help="score translations against targets (PSNR, SSIM, MAE in a mask)",
+        help="score translations against targets (PSNR, SSIM, MAE in a mask; synthetic CT in HU)",
         description="Score translations against targets, the way a careful reviewer would: both on one grid, a "
         "fixed and stated intensity normalisation, PSNR / SSIM (3D and per axial slice) / MAE inside the mask. "
-        "The protocol used is printed with the scores; docs/evaluation.md explains each choice.")
+        "--protocol synthrad scores a synthetic CT in HU as the SynthRAD challenges do: both clipped to -1024..3000 "
+        "HU, MAE, PSNR (data range 4024) and MS-SSIM inside the body mask (made from the CT target when --mask is "
+        "not given). The protocol used is printed with the scores; docs/evaluation.md explains each choice.")
     p.add_argument("prediction", type=Path, help="a predicted NIfTI, or a folder of them")
     p.add_argument("target", type=Path, help="the target NIfTI, or a folder of same-named targets")
-    p.add_argument("--mask", type=Path, help="mask file, or folder of same-named masks (default: whole volume)")
-    p.add_argument("--normalization", choices=defaults.NORMALIZATIONS, default="target",
-                   help="target: both scaled by the target's percentiles; each: each by its own; none: raw values")
-    p.add_argument("--percentiles", type=_percentile, nargs=2, action=_Increasing, default=(1.0, 99.0),
-                   metavar=("LOW", "HIGH"), help="percentiles of the normalisation (0 <= LOW < HIGH <= 100)")
+    p.add_argument("--mask", type=Path, help="mask file, or folder of same-named masks (default: whole volume; with "
+                   "--protocol synthrad the body mask made from the target)")
+    p.add_argument("--protocol", choices=("default", "nec", "synthrad"), default="default",
+                   help="default: the options below; nec = --histogram-match --sigma-mm 0.5 --normalization each; "
+                   "synthrad = synthetic CT in HU (MAE, PSNR, MS-SSIM); a named protocol takes none of the options "
+                   "below but --hu-range")
+    p.add_argument("--normalization", choices=defaults.NORMALIZATIONS,
+                   help="target: both scaled by the target's percentiles; each: each by its own; none: raw values "
+                   "(default: target)")
+    p.add_argument("--percentiles", type=_percentile, nargs=2, action=_Increasing, metavar=("LOW", "HIGH"),
+                   help="percentiles of the normalisation, 0 <= LOW < HIGH <= 100 (default: 1 99)")
     p.add_argument("--data-range", type=_positive_float, help="with --normalization none: the fixed data range")
     p.add_argument("--histogram-match", action="store_true", help="match the prediction's histogram to the target's first")
-    p.add_argument("--sigma-mm", type=_number(float, 0.0, what=">= 0"), default=0.0, help="Gaussian smoothing of both volumes (mm)")
-    p.add_argument("--protocol", choices=("default", "nec"), default="default",
-                   help="nec = --histogram-match --sigma-mm 0.5 --normalization each")
+    p.add_argument("--sigma-mm", type=_number(float, 0.0, what=">= 0"),
+                   help="Gaussian smoothing of both volumes in mm (default: 0, none)")
+    p.add_argument("--hu-range", type=_number(float), nargs=2, action=_Increasing, metavar=("LOW", "HIGH"),
+                   help="with --protocol synthrad: the HU range both volumes are clipped to; its width is PSNR's data "
+                   "range (default: -1024 3000; SynthRAD 2025's code uses -1024 3071)")
     p.add_argument("--csv", type=Path, help="write the per-subject table here (and the summary to <stem>_summary.csv)")
     p.set_defaults(run="medtrans.evaluate:run_evaluate")
 

@@ -13,6 +13,11 @@ Protocol (documented in docs/evaluation.md):
    mask (or the whole volume), and ``texture``: the prediction's fine texture relative to the target's (the share of
    its variance a Gaussian of 1 voxel removes, over the target's; 1 = as much, above 1 = speckle the target lacks),
    taken on the raw volumes, before steps 2 and 3.
+
+``--protocol synthrad`` scores a synthetic CT the way the SynthRAD challenges do, in HU (:class:`SynthradProtocol`,
+:func:`evaluate_synthrad_pair`): both volumes clipped to [-1024, 3000] HU; MAE and PSNR (data range 4024) inside the
+body mask; MS-SSIM with its maps averaged inside the mask at every scale. Without ``--mask`` the body mask is made
+from the CT target (:func:`body_mask`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 from scipy.ndimage import gaussian_filter
 
 from medtrans.data.intensity import foreground_mask, histogram_match
@@ -31,13 +37,16 @@ from medtrans.defaults import NORMALIZATIONS
 from medtrans.errors import InputError
 from medtrans.io import (Volume, atomic_write_many, check_input, check_outputs, check_writable, is_nifti, list_folder,
                          read_volume)
-from medtrans.metrics import mae, psnr, ssim, texture
+from medtrans.metrics import MS_SSIM_WEIGHTS, mae, ms_ssim, psnr, ssim, texture
 
 __all__ = [
     "NORMALIZATIONS",
     "EvaluationProtocol",
+    "SynthradProtocol",
+    "body_mask",
     "evaluate_pair",
     "evaluate_paths",
+    "evaluate_synthrad_pair",
     "histogram_baselines",
     "match_to_pooled",
     "pooled_foreground",
@@ -46,6 +55,22 @@ __all__ = [
 ]
 
 METRICS = ("psnr", "ssim3d", "ssim2d", "mae", "texture")
+SYNTHRAD_METRICS = ("mae", "psnr", "ms_ssim")
+"""The columns of ``--protocol synthrad``, named as the SynthRAD challenges name them."""
+
+HU_RANGE = (-1024.0, 3000.0)
+"""SynthRAD's HU range: both volumes are clipped to it, and its width (4024 HU) is PSNR's data range. (SynthRAD
+2023's; the 2025 evaluation code clips to [-1024, 3071]: ``--hu-range -1024 3071``.)"""
+BODY_THRESHOLD_HU = -500.0
+"""The body mask made from a CT: voxels above this (air is about -1000 HU, fat -100, lung -500 to -900)..."""
+BODY_DILATION_MM = 5.0
+"""...in its largest connected component, holes filled, dilated by this many mm (the skin's edge stays inside)."""
+HU_MIN_SPAN = 500.0
+"""A volume whose values span less than this many HU (max − min) is refused as not a CT in HU: a prediction left in
+the network's [-1, 1], or scaled to [0, 1] or [0, 255]. A CT spans air near -1000 HU to bone above +300."""
+MS_SSIM_KERNEL = 11
+"""MS-SSIM's Gaussian window side (σ 1.5; Wang et al. 2003, MONAI's ``MultiScaleSSIMMetric``)."""
+MS_SSIM_SIGMA = 1.5
 
 
 @dataclass
@@ -87,6 +112,121 @@ class EvaluationProtocol:
     def nec(cls) -> EvaluationProtocol:
         """The NEC paper's protocol: histogram matching, σ = 0.5 mm, per-volume percentile normalisation."""
         return cls(normalization="each", histogram_match=True, sigma_mm=0.5)
+
+
+@dataclass(frozen=True)
+class SynthradProtocol:
+    """How synthetic CTs are scored in HU, the SynthRAD way (see :func:`evaluate_synthrad_pair`).
+
+    Attributes:
+        low: lower end of the HU range both volumes are clipped to.
+        high: upper end; ``high - low`` is PSNR's data range.
+        body_threshold: HU above which a target voxel is body, for the mask made when none is given.
+        body_dilation_mm: that mask's dilation in mm.
+        ms_ssim_kernel: MS-SSIM's window side (Gaussian, σ :data:`MS_SSIM_SIGMA`).
+    """
+
+    low: float = HU_RANGE[0]
+    high: float = HU_RANGE[1]
+    body_threshold: float = BODY_THRESHOLD_HU
+    body_dilation_mm: float = BODY_DILATION_MM
+    ms_ssim_kernel: int = MS_SSIM_KERNEL
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
+            raise ValueError(f"the HU range needs finite LOW < HIGH, got {self.low:g}, {self.high:g}")
+        if not self.low < self.body_threshold < self.high:
+            raise ValueError(f"the body threshold {self.body_threshold:g} HU must lie inside the HU range "
+                             f"[{self.low:g}, {self.high:g}]")
+        if not (math.isfinite(self.body_dilation_mm) and self.body_dilation_mm >= 0):
+            raise ValueError(f"body_dilation_mm must be a finite number >= 0, got {self.body_dilation_mm:g}")
+
+    @property
+    def data_range(self) -> float:
+        return self.high - self.low
+
+
+def body_mask(ct: np.ndarray, spacing: tuple[float, ...] = (1.0, 1.0, 1.0), axial: int = 2,
+              threshold: float = BODY_THRESHOLD_HU, dilation_mm: float = BODY_DILATION_MM) -> np.ndarray:
+    """The body in a CT (HU): voxels above ``threshold``, their largest connected component (face-connected: the
+    couch and anything else the body does not touch fall away), holes filled in 3D and in every slice across
+    ``axial`` (air in the airways, sinuses and bowel, open to the outside in 3D, closed within a slice), dilated by
+    ``dilation_mm`` (an ellipsoid in mm, from the exact distance to the body, so anisotropic voxels dilate alike).
+
+    Raises:
+        ValueError: when no voxel lies above ``threshold`` (no body), or the body fills the whole volume (no air
+            around it to tell it from: a CT cropped to the body, or a volume that is not in HU).
+    """
+    above = np.asarray(ct) > threshold
+    if not above.any():
+        raise ValueError(f"no voxel lies above {threshold:g} HU: no body to make a mask of")
+    labels, count = ndimage.label(above)
+    body = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1) if count > 1 else above
+    body = ndimage.binary_fill_holes(body)
+    for i in range(body.shape[axial]):
+        index = [slice(None)] * body.ndim
+        index[axial] = i
+        body[tuple(index)] = ndimage.binary_fill_holes(body[tuple(index)])
+    if body.all():
+        raise ValueError(f"the body fills the whole volume: no air around the body (at or below {threshold:g} HU) to "
+                         "tell it from (a CT cropped to the body, or a volume not in HU)")
+    if dilation_mm > 0:
+        body = ndimage.distance_transform_edt(~body, sampling=spacing) <= dilation_mm
+    return body
+
+
+def _axial_axis(affine: np.ndarray) -> int:
+    """The voxel axis closest to superior–inferior."""
+    return int(np.argmax(np.abs(np.asarray(affine)[2, :3])))
+
+
+def _check_hu(volume: Volume, role: str) -> None:
+    low, high = float(volume.data.min()), float(volume.data.max())
+    if high - low < HU_MIN_SPAN:
+        raise InputError(volume.path, f"spans only {low:g} to {high:g}: not a CT in HU (a CT spans air near -1000 HU "
+                                      f"to bone above +300), which --protocol synthrad scores; "
+                                      + ("was it mapped back to HU (medtrans translate does so for a model trained "
+                                         "with a 'window' intensity for CT)?" if role == "prediction" else
+                                         "give the CT as TARGET"))
+
+
+def evaluate_synthrad_pair(pred: Volume, target: Volume, mask: Volume | None = None,
+                           protocol: SynthradProtocol | None = None) -> dict[str, float]:
+    """Score a synthetic CT against its CT, in HU, the SynthRAD way.
+
+    Both volumes are clipped to ``[protocol.low, protocol.high]`` HU. Inside the mask (``mask > 0``; without one,
+    :func:`body_mask` of the target): ``mae`` in HU, ``psnr`` = 10 log10(range² / MSE) with range ``high − low``
+    (4024), and ``ms_ssim`` (:func:`~medtrans.metrics.ms_ssim`: 5 scales, Gaussian window 11, σ 1.5) of the
+    clipped volumes set to ``low`` outside the mask, mapped to [0, 1] (data range 1), its maps averaged inside the
+    mask at every scale.
+
+    Raises:
+        InputError: when the grids differ, the mask is empty, a volume does not look like a CT in HU (values spanning
+            less than :data:`HU_MIN_SPAN`), or the target has no body, or no air around it, to make a mask from.
+    """
+    protocol = protocol or SynthradProtocol()
+    _check_grid(pred, target, mask)
+    _check_hu(target, "target")
+    _check_hu(pred, "prediction")
+    if mask is not None:
+        m = mask.data > 0
+        if not m.any():
+            raise InputError(mask.path, "mask is empty")
+    else:
+        try:
+            m = body_mask(target.data, target.spacing, _axial_axis(target.affine), protocol.body_threshold,
+                          protocol.body_dilation_mm)
+        except ValueError as err:
+            raise InputError(target.path, f"{err}; give the body mask with --mask") from None
+    low, high = protocol.low, protocol.high
+    p = np.clip(pred.data.astype(np.float64), low, high)
+    t = np.clip(target.data.astype(np.float64), low, high)
+    unit = lambda x: np.where(m, (x - low) / (high - low), 0.0)  # noqa: E731 - low HU outside the mask, in both
+    return {
+        "mae": mae(p, t, m),
+        "psnr": psnr(p, t, protocol.data_range, m),
+        "ms_ssim": ms_ssim(unit(p), unit(t), 1.0, m, protocol.ms_ssim_kernel, MS_SSIM_SIGMA, MS_SSIM_WEIGHTS),
+    }
 
 
 def _scale(x: np.ndarray, ref: np.ndarray, mask: np.ndarray, lower: float, upper: float, ref_path: Path,
@@ -153,7 +293,7 @@ def evaluate_pair(pred: Volume, target: Volume, mask: Volume | None = None,
     # mask-outside voxels are set equal so that SSIM windows at the mask border see the background as agreeing
     p = np.where(m, p, t)
     dr = float(protocol.data_range)
-    axial = int(np.argmax(np.abs(pred.affine[2, :3])))  # the voxel axis closest to superior–inferior
+    axial = _axial_axis(pred.affine)
     slices = [i for i in range(p.shape[axial]) if np.take(m, i, axis=axial).sum() > 0
               and min(np.take(m, i, axis=axial).shape) >= protocol.ssim_kernel]
     ssim2d = []
@@ -231,31 +371,42 @@ def _match(pred: Path, target: Path, mask: Path | None) -> list[tuple[str, Path,
 
 
 def evaluate_paths(pred: str | Path, target: str | Path, mask: str | Path | None = None,
-                   protocol: EvaluationProtocol | None = None) -> pd.DataFrame:
+                   protocol: EvaluationProtocol | SynthradProtocol | None = None) -> pd.DataFrame:
     """Score a prediction file or folder against a target file or folder (matched by file name).
 
     Returns:
-        one row per subject: ``subject``, ``psnr``, ``ssim3d``, ``ssim2d``, ``mae``.
+        one row per subject: ``subject`` and :data:`METRICS` (``psnr``, ``ssim3d``, ``ssim2d``, ``mae``,
+        ``texture``), or with a :class:`SynthradProtocol` :data:`SYNTHRAD_METRICS` (``mae``, ``psnr``, ``ms_ssim``).
     """
+    synthrad = isinstance(protocol, SynthradProtocol)
+    score = evaluate_synthrad_pair if synthrad else evaluate_pair
     rows = []
     for sid, p, t, m in _match(Path(pred), Path(target), Path(mask) if mask is not None else None):
-        scores = evaluate_pair(read_volume(p), read_volume(t), read_volume(m, allow_constant=True) if m is not None else None, protocol)
+        scores = score(read_volume(p), read_volume(t), read_volume(m, allow_constant=True) if m is not None else None, protocol)
         rows.append({"subject": sid, **scores})
-    return pd.DataFrame(rows, columns=["subject", *METRICS])
+    return pd.DataFrame(rows, columns=["subject", *(SYNTHRAD_METRICS if synthrad else METRICS)])
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation (ddof 1; 0 for one subject) of each metric; infinite PSNRs stay infinite."""
+    """Mean and standard deviation (ddof 1; 0 for one subject) of each metric column (every column but
+    ``subject``); infinite PSNRs stay infinite."""
     stats = {}
-    for metric in METRICS:
+    for metric in (c for c in table.columns if c != "subject"):
         values = table[metric].to_numpy(dtype=float)
         with np.errstate(invalid="ignore"):
             stats[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
     return pd.DataFrame(stats).T
 
 
-def describe(protocol: EvaluationProtocol, masked: bool) -> str:
+def describe(protocol: EvaluationProtocol | SynthradProtocol, masked: bool) -> str:
     """One line stating how scores were computed (printed with them)."""
+    if isinstance(protocol, SynthradProtocol):
+        where = ("inside the mask" if masked else
+                 f"inside the body mask made from the target (> {protocol.body_threshold:g} HU, largest component, "
+                 f"holes filled, dilated {protocol.body_dilation_mm:g} mm)")
+        return (f"both clipped to [{protocol.low:g}, {protocol.high:g}] HU; MAE in HU, PSNR with data range "
+                f"{protocol.data_range:g} and MS-SSIM ({len(MS_SSIM_WEIGHTS)} scales, Gaussian window "
+                f"{protocol.ms_ssim_kernel}, sigma {MS_SSIM_SIGMA:g}; {protocol.low:g} HU outside the mask) {where}")
     steps = []
     if protocol.histogram_match:
         steps.append("prediction histogram-matched to the target")
@@ -270,15 +421,42 @@ def describe(protocol: EvaluationProtocol, masked: bool) -> str:
     return "; ".join([*steps, scale, f"data range {protocol.data_range:g}", where])
 
 
+_SETS = {"nec": "--normalization each --histogram-match --sigma-mm 0.5 (percentiles 1 99)",
+         "synthrad": "HU clipped to --hu-range, no normalisation, smoothing or matching"}
+"""What each named protocol fixes, for the line refusing an option it fixes."""
+
+
+def _protocol(args: Any) -> EvaluationProtocol | SynthradProtocol:
+    """The protocol the options ask for; an option a named protocol fixes itself, or one that belongs to another
+    protocol, is refused naming it (never silently ignored)."""
+    tuning = {"--normalization": args.normalization, "--percentiles": args.percentiles,
+              "--data-range": args.data_range, "--histogram-match": args.histogram_match or None,
+              "--sigma-mm": args.sigma_mm}
+    hu_range = getattr(args, "hu_range", None)
+    if args.protocol in _SETS:
+        given = next((option for option, value in tuning.items() if value is not None), None)
+        if given is not None:
+            raise InputError(given, f"cannot be combined with --protocol {args.protocol}, which fixes its own "
+                                    f"settings ({_SETS[args.protocol]}); leave {given} out")
+    if hu_range is not None and args.protocol != "synthrad":
+        raise InputError("--hu-range", f"applies to --protocol synthrad only, not --protocol {args.protocol}")
+    if args.protocol == "synthrad":
+        try:
+            return SynthradProtocol(*(hu_range or HU_RANGE))
+        except ValueError as err:
+            raise InputError("--hu-range", str(err)) from None
+    if args.protocol == "nec":
+        return EvaluationProtocol.nec()
+    try:
+        return EvaluationProtocol(args.normalization or "target", *(args.percentiles or (1.0, 99.0)), args.data_range,
+                                  args.histogram_match, args.sigma_mm or 0.0)
+    except ValueError as err:
+        raise InputError("--normalization", str(err)) from err
+
+
 def run_evaluate(args: Any) -> int:
     """Body of ``medtrans evaluate``."""
-    if args.protocol == "nec":
-        protocol = EvaluationProtocol.nec()
-    else:
-        try:
-            protocol = EvaluationProtocol(args.normalization, *args.percentiles, args.data_range, args.histogram_match, args.sigma_mm)
-        except ValueError as err:
-            raise InputError("--normalization", str(err)) from err
+    protocol = _protocol(args)
     outputs = []
     if args.csv is not None:
         outputs = [args.csv, args.csv.with_name(args.csv.stem + "_summary.csv")]

@@ -159,3 +159,200 @@ def test_match_to_pooled_copies_the_pooled_distribution_inside_the_mask_only():
     assert np.all(out[~mask] == 0)
     order = np.argsort(volume[mask])
     assert np.all(np.diff(out[mask][order]) >= 0)  # monotone: the anatomy's ordering is kept
+
+
+# -- synthetic CT in HU, the SynthRAD way (--protocol synthrad) -------------------------------------------------------
+def ct_phantom(shape=(40, 44, 36)):
+    """A CT-like volume in HU on 2 mm voxels: air (-1000) around an ellipsoidal body of soft tissue (40 HU) holding a
+    bone ball (1000 HU) and an air pocket (-1000, enclosed: an airway), and a couch slab (100 HU) apart from it.
+    Returns the CT, the body (air pocket included), the bone and the 2 mm affine."""
+    grid = np.indices(shape).astype(float)
+    centre = [(s - 1) / 2 for s in shape]
+    r = lambda *axes: sum(((g - c) / a) ** 2 for g, c, a in zip(grid, centre, axes))  # noqa: E731
+    body = r(14, 16, 12) <= 1
+    bone = r(5, 5, 5) <= 1
+    pocket = (((grid[0] - centre[0] - 8) / 2.5) ** 2 + ((grid[1] - centre[1]) / 2.5) ** 2
+              + ((grid[2] - centre[2]) / 2.5) ** 2) <= 1
+    ct = np.full(shape, -1000.0)
+    ct[body] = 40.0
+    ct[bone] = 1000.0
+    ct[pocket] = -1000.0
+    couch = np.zeros(shape, bool)
+    couch[:, 1:3, 4:-4] = True  # two voxels below the body, air between
+    assert not (couch & body).any() and not ndimage_touch(couch, body)
+    ct[couch] = 100.0
+    return ct.astype(np.float32), body, bone, np.diag([2.0, 2.0, 2.0, 1.0])
+
+
+def ndimage_touch(a, b):
+    from scipy import ndimage
+
+    return (ndimage.binary_dilation(a) & b).any()
+
+
+def within_mm(body, radius_mm, spacing_mm):
+    """Voxels whose centre lies within ``radius_mm`` of a body voxel's centre (a ball dilation, independent of the
+    distance transform the mask is made with)."""
+    from scipy import ndimage
+
+    reach = int(radius_mm // spacing_mm)
+    offsets = np.indices([2 * reach + 1] * 3) - reach
+    ball = (offsets**2).sum(axis=0) * spacing_mm**2 <= radius_mm**2
+    return ndimage.binary_dilation(body, ball)
+
+
+def test_body_mask_from_the_ct_is_the_body_dilated():
+    from medtrans.evaluate import BODY_DILATION_MM, body_mask
+
+    ct, body, _, affine = ct_phantom()
+    mask = body_mask(ct, (2.0, 2.0, 2.0))
+    expected = within_mm(body, BODY_DILATION_MM, 2.0)  # the air pocket filled, the couch left out
+    assert np.array_equal(mask, expected)
+    assert np.array_equal(body_mask(ct, (2.0, 2.0, 2.0), dilation_mm=0), body)
+    # anisotropic voxels dilate in mm: 5 mm is 2 voxels across 2 mm voxels, 1 across 4 mm slices
+    thick = body_mask(ct, (2.0, 2.0, 4.0), dilation_mm=4.0)
+    column = thick[20, 22]
+    assert column.sum() == body[20, 22].sum() + 2
+    with pytest.raises(ValueError, match="no voxel lies above -500"):
+        body_mask(np.full((8, 8, 8), -1000.0))
+    with pytest.raises(ValueError, match="no air around the body"):
+        body_mask(np.full((8, 8, 8), 40.0))
+
+
+def test_synthrad_metrics_have_known_answers():
+    from medtrans.evaluate import SynthradProtocol, evaluate_synthrad_pair
+
+    ct, body, bone, affine = ct_phantom()
+    target = _volume(ct, affine, "ct.nii.gz")
+    same = evaluate_synthrad_pair(_volume(ct, affine), target)
+    assert same["mae"] == 0 and same["psnr"] == math.inf and same["ms_ssim"] == pytest.approx(1.0, abs=1e-12)
+    shifted = evaluate_synthrad_pair(_volume(ct + 50, affine), target)  # 50 HU too dense everywhere
+    assert shifted["mae"] == 50.0
+    assert shifted["psnr"] == pytest.approx(20 * math.log10(4024 / 50), abs=1e-9)  # 38.12 dB
+    assert 0.9 < shifted["ms_ssim"] < 1.0
+    body_only = evaluate_synthrad_pair(_volume(ct + 50, affine), target, _volume(body.astype(np.float32), affine))
+    assert body_only["mae"] == 50.0 and body_only["psnr"] == pytest.approx(shifted["psnr"], abs=1e-9)
+    # the HU range is PSNR's data range
+    wide = evaluate_synthrad_pair(_volume(ct + 50, affine), target, protocol=SynthradProtocol(-1024, 3071))
+    assert wide["psnr"] == pytest.approx(20 * math.log10(4095 / 50), abs=1e-9)
+    # errors outside the mask do not count, for any metric (outside it both are set to the range's low end)
+    outside = ct + 50 + np.where(within_mm(body, 5.0, 2.0), 0, 300).astype(np.float32)
+    assert evaluate_synthrad_pair(_volume(outside, affine), target) == pytest.approx(shifted, abs=1e-12)
+    # noise: MS-SSIM falls as it grows
+    rng = np.random.default_rng(0)
+    noisy = [evaluate_synthrad_pair(_volume(ct + rng.normal(0, s, ct.shape).astype(np.float32), affine), target)
+             for s in (20, 100)]
+    assert 1 > noisy[0]["ms_ssim"] > noisy[1]["ms_ssim"] and noisy[0]["psnr"] > noisy[1]["psnr"]
+
+
+def test_synthrad_clips_both_volumes_to_the_hu_range():
+    from medtrans.evaluate import body_mask, evaluate_synthrad_pair
+
+    ct, body, bone, affine = ct_phantom()
+    dense = np.where(bone, 3500.0, ct).astype(np.float32)  # metal-dense bone in the target...
+    denser = np.where(bone, 4200.0, ct).astype(np.float32)  # ...and denser in the prediction: both clip to 3000
+    scores = evaluate_synthrad_pair(_volume(denser, affine), _volume(dense, affine))
+    assert scores["mae"] == 0 and scores["psnr"] == math.inf and scores["ms_ssim"] == pytest.approx(1.0, abs=1e-12)
+    hot = np.where(bone, 5000.0, ct).astype(np.float32)  # 4000 HU too dense, of which 2000 count (3000 - 1000)
+    cold = np.where(body, ct, -3000.0).astype(np.float32)  # the air outside at -3000: counts as -1024, 24 HU off
+    mask = body_mask(ct, (2.0, 2.0, 2.0))
+    air = mask & ~body
+    expected = (2000.0 * bone.sum() + 24.0 * air.sum()) / mask.sum()
+    mixed = np.where(bone, hot, cold).astype(np.float32)
+    assert evaluate_synthrad_pair(_volume(mixed, affine), _volume(ct, affine))["mae"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_ms_ssim_known_values_and_monai_maps():
+    import torch
+    from monai.metrics.regression import compute_ssim_and_cs
+
+    from medtrans.metrics import MS_SSIM_WEIGHTS, ms_ssim, ssim_maps
+
+    rng = np.random.default_rng(5)
+    a = rng.random((30, 32, 34)).astype(np.float32)
+    b = (a + 0.1 * rng.random(a.shape)).astype(np.float32)
+    # the maps equal MONAI's compute_ssim_and_cs wherever its window fits (it has no value elsewhere)
+    ours = ssim_maps(a, b, 1.0)
+    theirs = compute_ssim_and_cs(torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None], 3, [11] * 3,
+                                 [1.5] * 3, 1.0)
+    for mine, monai in zip(ours, theirs):
+        assert mine.shape == a.shape
+        assert np.abs(mine[5:-5, 5:-5, 5:-5] - monai[0, 0].numpy()).max() < 1e-4
+    assert ms_ssim(a, a, 1.0) == pytest.approx(1.0, abs=1e-12)
+    # two flat images: contrast-structure is 1 at every scale, so MS-SSIM is the coarsest luminance to its weight
+    lum = 1 - 0.1**2 / (0.5**2 + 0.6**2 + 0.01**2)
+    assert ms_ssim(np.full((20, 20, 20), 0.5), np.full((20, 20, 20), 0.6), 1.0) == pytest.approx(
+        lum ** MS_SSIM_WEIGHTS[-1], rel=1e-5)
+    # a single slice (X, Y, 1) scores as the 2D image
+    image = rng.random((40, 40)).astype(np.float32)
+    noisy = image + 0.05 * rng.standard_normal(image.shape).astype(np.float32)
+    assert ms_ssim(noisy[..., None], image[..., None], 1.0) == pytest.approx(ms_ssim(noisy, image, 1.0), abs=1e-5)
+    with pytest.raises(ValueError, match="mask is empty"):
+        ms_ssim(a, b, 1.0, np.zeros(a.shape, bool))
+
+
+def test_synthrad_from_the_command_line(tmp_path, capsys):
+    ct, body, _, affine = ct_phantom()
+    for folder in ("pred", "ct"):
+        (tmp_path / folder).mkdir()
+    for sid, offset in (("s1", 50.0), ("s2", 100.0)):
+        nib.save(nib.Nifti1Image(ct, affine), tmp_path / "ct" / f"{sid}.nii.gz")
+        nib.save(nib.Nifti1Image(ct + np.float32(offset), affine), tmp_path / "pred" / f"{sid}.nii.gz")
+    csv = tmp_path / "scores.csv"
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ct"), "--protocol", "synthrad",
+                 "--csv", str(csv)]) == 0
+    printed = capsys.readouterr().out
+    assert ("protocol (synthrad): both clipped to [-1024, 3000] HU; MAE in HU, PSNR with data range 4024 and MS-SSIM"
+            in printed)
+    assert "inside the body mask made from the target (> -500 HU, largest component, holes filled, dilated 5 mm)" in printed
+    table = pd.read_csv(csv)
+    assert list(table.columns) == ["subject", "mae", "psnr", "ms_ssim"]
+    assert table["mae"].tolist() == [50.0, 100.0]
+    assert table["psnr"].tolist() == pytest.approx([20 * math.log10(4024 / d) for d in (50, 100)], abs=1e-9)
+    summary = pd.read_csv(tmp_path / "scores_summary.csv", index_col="metric")
+    assert list(summary.index) == ["mae", "psnr", "ms_ssim"] and summary.loc["mae", "mean"] == 75.0
+    assert main(["evaluate", str(tmp_path / "pred" / "s1.nii.gz"), str(tmp_path / "ct" / "s1.nii.gz"), "--protocol",
+                 "synthrad", "--hu-range", "-1024", "3071"]) == 0
+    assert "both clipped to [-1024, 3071] HU" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("options,names", [
+    (["--protocol", "synthrad", "--normalization", "each"], ("--normalization", "--protocol synthrad")),
+    (["--protocol", "synthrad", "--percentiles", "1", "99"], "--percentiles"),
+    (["--protocol", "synthrad", "--sigma-mm", "0.5"], "--sigma-mm"),
+    (["--protocol", "synthrad", "--histogram-match"], "--histogram-match"),
+    (["--protocol", "synthrad", "--data-range", "4024"], "--data-range"),
+    (["--protocol", "nec", "--normalization", "target"], ("--normalization", "--protocol nec")),
+    (["--hu-range", "-1024", "3000"], ("--hu-range", "--protocol synthrad only")),
+    (["--protocol", "nec", "--hu-range", "-1024", "3000"], "--hu-range"),
+    (["--protocol", "synthrad", "--hu-range", "3000", "-1024"], "--hu-range"),
+    (["--protocol", "synthrad", "--hu-range", "-1024", "-600"], ("--hu-range", "body threshold")),
+    (["--protocol", "hounsfield"], "--protocol"),
+])
+def test_synthrad_option_conflicts_are_refused_in_one_line(options, names, tmp_path, capsys):
+    from tests.conftest import refusal_line
+
+    ct, _, _, affine = ct_phantom()
+    nib.save(nib.Nifti1Image(ct, affine), tmp_path / "ct.nii.gz")
+    refusal_line(capsys, ["evaluate", tmp_path / "ct.nii.gz", tmp_path / "ct.nii.gz", *options], names)
+
+
+def test_synthrad_refuses_volumes_that_are_not_ct_in_hu(tmp_path, capsys):
+    from tests.conftest import refusal_line
+
+    ct, body, _, affine = ct_phantom()
+    nib.save(nib.Nifti1Image(ct, affine), tmp_path / "ct.nii.gz")
+    normalised = np.clip((ct + 1024) / 4024 * 2 - 1, -1, 1).astype(np.float32)  # left in the network's range
+    nib.save(nib.Nifti1Image(normalised, affine), tmp_path / "net.nii.gz")
+    line = refusal_line(capsys, ["evaluate", tmp_path / "net.nii.gz", tmp_path / "ct.nii.gz", "--protocol",
+                                 "synthrad"], ("net.nii.gz", "not a CT in HU", "mapped back to HU"))
+    assert "spans only -0.988" in line
+    refusal_line(capsys, ["evaluate", tmp_path / "ct.nii.gz", tmp_path / "net.nii.gz", "--protocol", "synthrad"],
+                 ("net.nii.gz", "give the CT as TARGET"))
+    cropped = np.where(body, ct, 40.0).astype(np.float32)  # no air around the body: no mask to make
+    nib.save(nib.Nifti1Image(cropped, affine), tmp_path / "cropped.nii.gz")
+    refusal_line(capsys, ["evaluate", tmp_path / "cropped.nii.gz", tmp_path / "cropped.nii.gz", "--protocol",
+                          "synthrad"], ("cropped.nii.gz", "no air around the body", "--mask"))
+    nib.save(nib.Nifti1Image(body.astype(np.float32), affine), tmp_path / "body.nii.gz")
+    assert main(["evaluate", str(tmp_path / "cropped.nii.gz"), str(tmp_path / "cropped.nii.gz"), "--protocol",
+                 "synthrad", "--mask", str(tmp_path / "body.nii.gz")]) == 0

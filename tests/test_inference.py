@@ -13,7 +13,7 @@ from medtrans.io import Volume, read_volume
 from medtrans.model import TranslationModel, save_generator
 from medtrans.networks.registry import build_network
 from medtrans.preprocessing import Canonical, Preprocessing
-from tests.conftest import shared_file
+from tests.conftest import shared_file, synthetic_lps, synthetic_pair
 
 IDENTITY = {"_target_": "monai.networks.blocks.Convolution", "spatial_dims": 3, "in_channels": 1, "out_channels": 1,
             "kernel_size": 1, "conv_only": True}
@@ -42,9 +42,15 @@ class SmallConvNet(nn.Module):
         return torch.tanh(self.body(x))
 
 
-@pytest.mark.parametrize("relative", ["lesjak-ms-mni/patient26/T1.nii.gz", "tcga-lgg-brainles/TCGA-FG-6692/t1.nii.gz"])
-def test_identity_round_trip_keeps_geometry_and_values(tmp_path, relative):
-    source = shared_file(relative)
+@pytest.mark.parametrize("relative", ["synthetic", "synthetic LPS", "lesjak-ms-mni/patient26/T1.nii.gz",
+                                      "tcga-lgg-brainles/TCGA-FG-6692/t1.nii.gz"])
+def test_identity_round_trip_keeps_geometry_and_values(tmp_path, relative, synthetic_brains):
+    """The synthetic brain (RAS) and its LPS copy always; real scans' headers (lesjak LAS, TCGA LPS) where they are."""
+    if relative.startswith("synthetic"):
+        source = synthetic_pair(synthetic_brains)[0]
+        source = synthetic_lps(source, tmp_path / "lps.nii.gz") if relative.endswith("LPS") else source
+    else:
+        source = shared_file(relative)
     out = tmp_path / "out.nii.gz"
     settings = InferenceSettings(roi_size=(96, 96, 96), overlap=0.25, progress=False)
     Translator(_identity_model(), settings).translate_file(source, out)
@@ -74,8 +80,8 @@ def test_canonical_round_trip_on_a_permuted_orientation():
     assert ras[tuple(ras_ijk[:3])] == data[1, 2, 3]
 
 
-def test_sliding_window_equals_full_pass_away_from_borders(lesjak_t1_t2, seeded):
-    x = lesjak_t1_t2[0]  # (1, 1, 48, 48, 48)
+def test_sliding_window_equals_full_pass_away_from_borders(brain_t1_t2, seeded):
+    x = brain_t1_t2[0]  # (1, 1, 48, 48, 48)
     model = TranslationModel(SmallConvNet(), {}, 3)
     full = Translator(model, InferenceSettings(roi_size=(64, 64, 64), progress=False)).run_network(x)
     windows = Translator(model, InferenceSettings(roi_size=(24, 24, 24), overlap=0.5, progress=False)).run_network(x)
@@ -85,8 +91,8 @@ def test_sliding_window_equals_full_pass_away_from_borders(lesjak_t1_t2, seeded)
     assert not torch.allclose(windows, torch.zeros_like(windows))
 
 
-def test_2d_model_over_3d_equals_a_manual_slice_loop(lesjak_t1_t2, seeded):
-    x = lesjak_t1_t2[0][..., :44, :40, :12]
+def test_2d_model_over_3d_equals_a_manual_slice_loop(brain_t1_t2, seeded):
+    x = brain_t1_t2[0][..., :44, :40, :12]
     net_def = {"_target_": "medtrans.networks.ResnetGenerator", "spatial_dims": 2, "channels": 4, "num_res_blocks": 1}
     model = TranslationModel(build_network(net_def).eval(), net_def, 2)
     for axis in (0, 2):
@@ -96,23 +102,23 @@ def test_2d_model_over_3d_equals_a_manual_slice_loop(lesjak_t1_t2, seeded):
         assert torch.allclose(out, manual, atol=1e-5)
 
 
-def test_faithfulness_maps_written_with_input_geometry(tmp_path):
-    source = shared_file("spm-templates/canonical/avg152T1.nii")
+def test_faithfulness_maps_written_with_input_geometry(tmp_path, synthetic_brains):
+    source = synthetic_pair(synthetic_brains)[0]
     model_path = save_generator(tmp_path / "id.pt", _identity_model())
     code = main(["translate", str(source), str(tmp_path / "t.nii.gz"), "--model", str(model_path),
                  "--faithfulness-map", str(tmp_path / "f.nii.gz"), "--no-progress", "--roi-size", "32", "32", "32"])
     assert code == 0
     for name in ("f.nii.gz", "f_invented.nii.gz", "f_erased.nii.gz"):
         image = nib.load(tmp_path / name)
-        assert image.shape == (91, 109, 91) and np.allclose(image.affine, nib.load(source).affine)
+        assert image.shape == nib.load(source).shape and np.allclose(image.affine, nib.load(source).affine)
     # an identity translation invents and erases nothing
     assert nib.load(tmp_path / "f_invented.nii.gz").get_fdata().max() < 1e-5
     assert nib.load(tmp_path / "f_erased.nii.gz").get_fdata().max() < 1e-5
 
 
-def test_target_intensity_options(tmp_path):
-    source = read_volume(shared_file("spm-templates/canonical/avg152T1.nii"))
-    reference = shared_file("spm-templates/canonical/avg152T2.nii")
+def test_target_intensity_options(tmp_path, synthetic_brains):
+    source, reference = synthetic_pair(synthetic_brains)
+    source = read_volume(source)
     settings = InferenceSettings(roi_size=(128, 128, 128), progress=False)
     window = Translator(_identity_model({"type": "window", "low": 0, "high": 1000}), settings).translate(source)
     assert window.output.min() >= 0 and window.output.max() == pytest.approx(1000, rel=1e-5)

@@ -4,15 +4,15 @@ import torch
 from medtrans.losses import MutualInformationLoss
 
 
-def test_zero_for_the_source_and_its_inverse(lesjak_t1_t2):
-    t1, _ = lesjak_t1_t2
+def test_zero_for_the_source_and_its_inverse(brain_t1_t2):
+    t1, _ = brain_t1_t2
     loss = MutualInformationLoss()
     assert loss(t1, t1).item() == pytest.approx(0.0, abs=1e-5)
     assert loss(t1, -t1).item() == pytest.approx(0.0, abs=1e-5)
 
 
-def test_one_mapping_beats_mixed_polarity_beats_noise(lesjak_t1_t2):
-    t1, t2 = lesjak_t1_t2
+def test_one_mapping_beats_mixed_polarity_beats_noise(brain_t1_t2):
+    t1, t2 = brain_t1_t2
     torch.manual_seed(0)
     loss = MutualInformationLoss()
     mixed = torch.where(torch.arange(48).view(1, 1, 48, 1, 1) < 24, t1, -t1)  # inverted in one half only
@@ -23,8 +23,8 @@ def test_one_mapping_beats_mixed_polarity_beats_noise(lesjak_t1_t2):
     assert values[-1] == pytest.approx(1.0, abs=0.02)
 
 
-def test_2d_gradient_and_value_range(lesjak_t1_slice):
-    s = lesjak_t1_slice
+def test_2d_gradient_and_value_range(brain_t1_slice):
+    s = brain_t1_slice
     output = (-s + 0.2 * torch.randn_like(s)).clamp(-1, 1).requires_grad_(True)
     loss = MutualInformationLoss()(s, output)
     loss.backward()

@@ -6,15 +6,15 @@ from medtrans.losses import NGFLoss, normalized_gradient_field
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 @pytest.mark.parametrize("offset", [0.0, 0.7])
-def test_unchanged_under_offset_and_contrast_inversion(lesjak_t1_t2, sign, offset):
-    t1, _ = lesjak_t1_t2
+def test_unchanged_under_offset_and_contrast_inversion(brain_t1_t2, sign, offset):
+    t1, _ = brain_t1_t2
     loss = NGFLoss(spatial_dims=3, eps=0.15)
     reference = loss(t1, t1)
     assert loss(t1, sign * t1 + offset).item() == pytest.approx(reference.item(), abs=1e-6)
 
 
-def test_rescaling_acts_only_through_eps(lesjak_t1_t2):
-    t1, _ = lesjak_t1_t2
+def test_rescaling_acts_only_through_eps(brain_t1_t2):
+    t1, _ = brain_t1_t2
     a = 3.0
     # n_{aε}(a·s) = n_ε(s): rescaling the image by a is exactly rescaling ε by a
     assert NGFLoss(3, eps=0.15)(t1, t1).item() == pytest.approx(NGFLoss(3, eps=0.15 * a)(t1 * a, a * t1).item(), abs=1e-6)
@@ -22,8 +22,8 @@ def test_rescaling_acts_only_through_eps(lesjak_t1_t2):
     assert NGFLoss(3, eps=0.15)(t1, a * t1).item() < NGFLoss(3, eps=0.15)(t1, t1).item() - 1e-3
 
 
-def test_grows_under_misalignment_on_real_pair(lesjak_t1_t2):
-    t1, t2 = lesjak_t1_t2
+def test_grows_under_misalignment_of_a_t1_t2_pair(brain_t1_t2):
+    t1, t2 = brain_t1_t2
     loss = NGFLoss(3, eps=0.15)
     aligned = loss(t1, t2).item()
     for shift in (2, 4):
@@ -32,8 +32,8 @@ def test_grows_under_misalignment_on_real_pair(lesjak_t1_t2):
     assert loss(t1, t1).item() < aligned  # the same image is better aligned than its real T2
 
 
-def test_2d_on_real_slice(lesjak_t1_slice):
-    s = lesjak_t1_slice
+def test_2d_on_a_brain_slice(brain_t1_slice):
+    s = brain_t1_slice
     loss = NGFLoss(2, eps=0.15)
     assert loss(s, 1.0 - s).item() == pytest.approx(loss(s, s).item(), abs=1e-6)
     assert loss(s, torch.roll(s, 3, dims=2)).item() > loss(s, s).item() + 1e-2
@@ -48,8 +48,8 @@ def test_constant_images_finite_with_finite_gradients():
     assert torch.isfinite(source.grad).all() and torch.isfinite(output.grad).all()
 
 
-def test_reduction_none_is_the_per_voxel_map(lesjak_t1_t2):
-    t1, t2 = lesjak_t1_t2
+def test_reduction_none_is_the_per_voxel_map(brain_t1_t2):
+    t1, t2 = brain_t1_t2
     per_voxel = NGFLoss(3, reduction="none")(t1, t2)
     assert per_voxel.shape == (1, 1, 48, 48, 48)
     assert per_voxel.mean().item() == pytest.approx(NGFLoss(3)(t1, t2).item(), rel=1e-6)

@@ -14,8 +14,8 @@ def _nce_pair(generator, head, source, output, num_patches=64):
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_lower_for_output_equal_to_source_than_shuffled(lesjak_t1_t2, lesjak_t1_slice, dims, seeded):
-    source = lesjak_t1_t2[0][..., 8:40, 8:40, 8:40] if dims == 3 else lesjak_t1_slice[..., 8:40, 8:40]
+def test_lower_for_output_equal_to_source_than_shuffled(brain_t1_t2, brain_t1_slice, dims, seeded):
+    source = brain_t1_t2[0][..., 8:40, 8:40, 8:40] if dims == 3 else brain_t1_slice[..., 8:40, 8:40]
     generator = ResnetGenerator(dims, channels=8, num_res_blocks=2)
     head = PatchSampleMLP(generator.feature_channels[i] for i in generator.default_nce_layers)
     shuffled = source.flatten()[torch.randperm(source.numel())].view_as(source)

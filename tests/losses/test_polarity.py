@@ -6,9 +6,9 @@ from medtrans.losses import PolarityLoss, invert_foreground
 
 
 @pytest.fixture
-def padded_t1_t2(lesjak_t1_t2):
-    """The lesjak T1/T2 blocks inside an 8-voxel background border at -1, as a skull-stripped brain has."""
-    return tuple(F.pad(v, (8,) * 6, value=-1.0) for v in lesjak_t1_t2)
+def padded_t1_t2(brain_t1_t2):
+    """The synthetic T1/T2 blocks inside an 8-voxel background border at -1, as a skull-stripped brain has."""
+    return tuple(F.pad(v, (8,) * 6, value=-1.0) for v in brain_t1_t2)
 
 
 def test_inverts_the_foreground_and_keeps_the_background(padded_t1_t2):
@@ -36,9 +36,9 @@ def test_zero_at_its_prior_and_the_inverse_nearer_a_real_t2(padded_t1_t2):
     assert inverted(t1, t2).item() < same(t1, t2).item()  # T2's contrast is the T1's, inverted
 
 
-def test_has_gradient_and_rejects_unknown_polarity(lesjak_t1_slice):
-    output = torch.zeros_like(lesjak_t1_slice, requires_grad=True)
-    PolarityLoss()(lesjak_t1_slice, output).backward()
+def test_has_gradient_and_rejects_unknown_polarity(brain_t1_slice):
+    output = torch.zeros_like(brain_t1_slice, requires_grad=True)
+    PolarityLoss()(brain_t1_slice, output).backward()
     assert output.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="polarity_type must be one of"):
         PolarityLoss("negative")

@@ -7,8 +7,8 @@ from medtrans.networks import ResnetGenerator
 
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("loss_type", ["cos", "l1"])
-def test_zero_for_identical_and_larger_for_shifted(lesjak_t1_t2, lesjak_t1_slice, dims, loss_type, seeded):
-    image = lesjak_t1_t2[0][..., 8:40, 8:40, 8:40] if dims == 3 else lesjak_t1_slice[..., 8:40, 8:40]
+def test_zero_for_identical_and_larger_for_shifted(brain_t1_t2, brain_t1_slice, dims, loss_type, seeded):
+    image = brain_t1_t2[0][..., 8:40, 8:40, 8:40] if dims == 3 else brain_t1_slice[..., 8:40, 8:40]
     features = ResnetGenerator(dims, channels=8, num_res_blocks=1).encode
     loss = SpatialCorrelativeLoss(loss_type, patch_size=5, num_patches=64)
     with torch.no_grad():

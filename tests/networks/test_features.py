@@ -24,12 +24,19 @@ def test_discriminator_features_cover_every_scale(seeded):
     assert [tuple(f.shape[2:]) for f in chosen] == [(12, 12, 12), (6, 6, 6)]
 
 
+# to_grid - to_t2 with the blur (without it, the failure this guards against): lesjak 2D +0.39 (-0.14), 3D +0.22
+# (-0.25); synthetic 2D +0.28 (-0.19), 3D +0.10 (-0.21). The synthetic T2 shares every edge with its T1, so it is the
+# harder case for the descriptor and gets the smaller margin.
+MARGIN = {"lesjak": 0.1, "synthetic": 0.05}
+
+
 @pytest.mark.parametrize("dims", [2, 3])
-def test_conv_features_cannot_be_fooled_by_a_checkerboard(lesjak_t1_t2, dims):
+def test_conv_features_cannot_be_fooled_by_a_checkerboard(each_t1_t2, dims):
     """FSeSim's descriptor: a grid added to the input changes no feature, and a grid whose amplitude follows the source
     matches the source's self-similarity worse than the real T2 does (without the input blur it matched better, and a
     generator trained against it wrote the source's structure as a checkerboard)."""
-    t1, t2 = (v[..., 24] if dims == 2 else v for v in lesjak_t1_t2)
+    data, pair = each_t1_t2
+    t1, t2 = (v[..., 24] if dims == 2 else v for v in pair)
     features = ConvFeatures(dims)
     grid = checkerboard_pattern(tuple(t1.shape))
     modulated = grid * (t1 + 1) / 2 - 0.2
@@ -40,7 +47,7 @@ def test_conv_features_cannot_be_fooled_by_a_checkerboard(lesjak_t1_t2, dims):
         to_t2 = loss(features(t1), features(t2))
         torch.manual_seed(0)
         to_grid = loss(features(t1), features(modulated))
-    assert to_grid > to_t2 + 0.1, (to_grid, to_t2)  # without the blur: 0.30 against 0.44 in 2D, 0.19 against 0.44 in 3D
+    assert to_grid > to_t2 + MARGIN[data], (to_grid, to_t2)  # without the blur, on lesjak: 0.30 against 0.44 in 2D
 
 
 def test_hook_features_read_named_layers(seeded):

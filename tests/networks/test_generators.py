@@ -73,11 +73,12 @@ def test_unet_generator_shape_and_gradients(dims, shape, upsample_type, seeded):
 
 
 @pytest.mark.parametrize("upsample_type", [None, "pixelshuffle", "transpose_blur", "transpose"])
-def test_trained_unet_prints_no_checkerboard_by_default(upsample_type, lesjak_t1_t2):
-    """A tiny U-Net fitted T1 → T2 on real MRI: with the default upsampling, ICNR sub-pixel convolutions or blurred
-    transposed convolutions, its output has no more energy at the 2-voxel period than the T2 itself; with transposed
-    convolutions (the reference layout) it has several times more."""
-    t1, t2 = lesjak_t1_t2
+def test_trained_unet_prints_no_checkerboard_by_default(upsample_type, each_t1_t2):
+    """A tiny U-Net fitted T1 → T2 (synthetic brains, and real MRI where it is): with the default upsampling, ICNR
+    sub-pixel convolutions or blurred transposed convolutions, its output has no more energy at the 2-voxel period than
+    the T2 itself; with transposed convolutions (the reference layout) it has several times more (measured: 0.17-0.28
+    against 18.6 on the synthetic pair, 0.12-0.19 against 9.5 on lesjak)."""
+    t1, t2 = each_t1_t2[1]
     torch.manual_seed(0)
     options = {} if upsample_type is None else {"upsample_type": upsample_type}
     net = UNetGenerator(3, channels=(8, 16, 32), strides=(2, 2), **options)  # PyTorch's init, as NEC and pix2pix use

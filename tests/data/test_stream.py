@@ -11,19 +11,20 @@ import medtrans.data.stream as stream_module
 from medtrans.data import ImageRecord, PatchConfig, TrainStream
 from medtrans.data.intensity import fit_intensity
 from medtrans.errors import InputError
-from tests.conftest import shared_file
+from tests.conftest import synthetic_pair
 
-SPM = {"t1": "canonical/avg152T1.nii", "t2": "canonical/avg152T2.nii", "pd": "canonical/avg152PD.nii"}
+SYNTHETIC = {"t1": "A/a00.nii.gz", "t2": "B/b00.nii.gz", "t2b": "B/b01.nii.gz"}
 
 
 @pytest.fixture(scope="module")
-def templates():
-    """SPM population templates (91×109×91, 2 mm, LAS): small real volumes that load fast."""
-    return {name: ImageRecord(name, shared_file(f"spm-templates/{path}")) for name, path in SPM.items()}
+def templates(synthetic_brains):
+    """Brains of the embedded synthetic dataset (98×116×94, 2 mm, skull-stripped): a T1w, and the T2w of two other
+    subjects; small volumes that load fast."""
+    return {name: ImageRecord(name, synthetic_brains / path) for name, path in SYNTHETIC.items()}
 
 
 def _stream(templates, patch_size, sampler_type="uniform", seed=0, batch_size=2, **config):
-    return TrainStream([templates["t1"]], [templates["t2"], templates["pd"]],
+    return TrainStream([templates["t1"]], [templates["t2"], templates["t2b"]],
                        {"patch_size": patch_size, "sampler_type": sampler_type, **config}, batch_size=batch_size, seed=seed)
 
 
@@ -67,7 +68,7 @@ def test_resume_at_continues_with_the_same_batches(templates):
 def test_foreground_sampling_reduces_background_patches(templates):
     def background_fraction(sampler_type):
         batches = _take(_stream(templates, (16, 16, 16), sampler_type), 32)
-        # avg152T1's faint, noisy background maps to about -0.94, below the sampler's threshold of -0.9
+        # the skull-stripped background maps to -1, below the sampler's threshold of -0.9
         return torch.stack([(b["a"] <= -0.9).float().mean() for b in batches]).mean().item()
 
     uniform, foreground = background_fraction("uniform"), background_fraction("foreground")
@@ -82,8 +83,8 @@ def test_paired_patches_come_from_the_same_place(templates):
 
 
 def test_small_volumes_are_padded_and_bad_configs_rejected(templates):
-    batch = next(_stream(templates, (96, 112, 8), batch_size=1))  # larger than the 91×109 template
-    assert batch["a"].shape == (1, 1, 96, 112, 8)
+    batch = next(_stream(templates, (104, 120, 8), batch_size=1))  # larger than the 98×116 volume
+    assert batch["a"].shape == (1, 1, 104, 120, 8)
     with pytest.raises(ValueError, match="sampler_type"):
         PatchConfig(sampler_type="random")
     with pytest.raises(ValueError, match="more than one side of 1"):
@@ -92,8 +93,8 @@ def test_small_volumes_are_padded_and_bad_configs_rejected(templates):
         PatchConfig(samples_per_volume=8)
 
 
-def test_subjects_with_and_without_masks_share_one_domain(tmp_path):
-    t1 = shared_file("spm-templates/canonical/avg152T1.nii")
+def test_subjects_with_and_without_masks_share_one_domain(tmp_path, synthetic_brains):
+    t1 = synthetic_pair(synthetic_brains)[0]
     image = nib.load(t1)
     mask = tmp_path / "mask.nii.gz"
     nib.save(nib.Nifti1Image((np.asarray(image.dataobj) > 0.2).astype(np.uint8), image.affine), mask)
@@ -105,19 +106,19 @@ def test_subjects_with_and_without_masks_share_one_domain(tmp_path):
 def test_target_intensity_comes_from_the_volumes_in_memory(templates):
     stream = _stream(templates, (16, 16, 16))
     expected = np.mean([fit_intensity({"type": "percentile"}, nib.load(templates[k].image).get_fdata()).range
-                        for k in ("t2", "pd")], axis=0)
+                        for k in ("t2", "t2b")], axis=0)
     target = stream.target_intensity()
     assert target["type"] == "window" and np.allclose([target["low"], target["high"]], expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize("spec, mapped_back", [({"type": "zscore", "sigmas": 3}, "window"), ({"type": "zscore"}, "source")])
 def test_target_intensity_of_zscored_targets(templates, spec, mapped_back):
-    stream = TrainStream([templates["t1"]], [templates["t2"], templates["pd"]], {"patch_size": (16, 16, 16)},
+    stream = TrainStream([templates["t1"]], [templates["t2"], templates["t2b"]], {"patch_size": (16, 16, 16)},
                          preprocessing_b={"intensity": spec})
     target = stream.target_intensity()
     assert target["type"] == mapped_back
     if mapped_back == "window":  # the mean of the training volumes' mean ± 3σ ranges
-        expected = np.mean([fit_intensity(spec, nib.load(templates[k].image).get_fdata()).range for k in ("t2", "pd")],
+        expected = np.mean([fit_intensity(spec, nib.load(templates[k].image).get_fdata()).range for k in ("t2", "t2b")],
                            axis=0)
         assert np.allclose([target["low"], target["high"]], expected, rtol=1e-5)
 

@@ -133,3 +133,105 @@ def make_synthetic_brains(
             save(output / "test" / "B" / f"{name}.nii.gz", images["t2"])
             save(output / "test" / "mask" / f"{name}.nii.gz", brain.astype(np.float32))
     return output
+
+
+# -- MR -> CT: a head with skull and scalp, as T1w MR and as CT in HU ----------------------------------------------------
+HEAD_TISSUES = {"fat": (0.9, 260.0, 80.0), "bone": (0.1, 400.0, 5.0)}
+"""(PD, T1 ms, T2 ms) of the scalp (fat: bright on T1w) and the skull (cortical bone: almost no signal)."""
+CT_HU = {"air": -1000.0, "csf": 15.0, "gm": 40.0, "wm": 25.0, "fat": -100.0, "bone": 1000.0}
+"""The CT numbers (HU) of the synthetic head's tissues."""
+SKULL_MM = 6.0
+"""The skull: from the brain's envelope out to this many mm; the scalp follows it out to :data:`SCALP_MM`."""
+SCALP_MM = 11.0
+
+
+def _head_subject(maps: dict[str, np.ndarray], voxel_mm: float, rng: np.random.Generator, deform_voxels: float,
+                  bias: float, noise: float, ct_noise_hu: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One subject's T1w MR, CT (HU) and head mask, on one grid: the warped ICBM152 brain inside a skull and a scalp
+    grown around its envelope (the brain stem leaves the volume at its lower face, as a neck leaves a head CT)."""
+    shape = maps["gm"].shape
+    coords = np.indices(shape, dtype=np.float32) + np.stack([_smooth_field(rng, shape, 6.0, deform_voxels)
+                                                            for _ in range(3)])
+    warped = {k: ndimage.map_coordinates(v, coords, order=1, mode="constant") for k, v in maps.items()}
+    brain = (warped["gm"] + warped["wm"] + warped["csf"]) > 0.5
+    outside = ndimage.distance_transform_edt(~brain, sampling=voxel_mm)
+    skull = (outside > 0) & (outside <= SKULL_MM)
+    scalp = (outside > SKULL_MM) & (outside <= SCALP_MM)
+    head = brain | skull | scalp
+    fractions = {k: np.where(brain, warped[k], 0.0) for k in ("csf", "gm", "wm")}
+    total = fractions["csf"] + fractions["gm"] + fractions["wm"]
+    fractions["csf"] += np.where(brain, np.maximum(1.0 - total, 0.0), 0.0)  # the envelope is all tissue or CSF
+    fractions["bone"], fractions["fat"] = skull.astype(np.float64), scalp.astype(np.float64)
+
+    tr, te = SEQUENCES["t1"]
+    signal = np.zeros(shape, np.float64)
+    for tissue, (pd, t1, t2) in {**TISSUES, **HEAD_TISSUES}.items():
+        j = rng.uniform(0.95, 1.05, 3)
+        signal += fractions[tissue] * pd * j[0] * (1 - np.exp(-tr / (t1 * j[1]))) * np.exp(-te / (t2 * j[2]))
+    signal *= np.exp(_smooth_field(rng, shape, 12.0, bias))
+    sigma = noise * float(signal[head].max())
+    noisy = np.sqrt((signal + rng.normal(0, sigma, shape)) ** 2 + rng.normal(0, sigma, shape) ** 2)
+    mr = np.where(head, noisy * 1000.0, 0.0).astype(np.float32)
+
+    hu = np.full(shape, CT_HU["air"])  # air outside the head, where every fraction is 0
+    for tissue, fraction in fractions.items():
+        hu += fraction * (CT_HU[tissue] * rng.uniform(0.95, 1.05) - CT_HU["air"])
+    ct = np.maximum(hu + rng.normal(0, ct_noise_hu, shape), -1024.0).astype(np.float32)  # clipped as scanners store
+    return mr, ct, head
+
+
+def make_synthetic_mr_ct(
+    output: str | Path,
+    num_train: int = 4,
+    num_test: int = 1,
+    seed: int = 0,
+    voxel_mm: float = 2.0,
+    deform_voxels: float = 2.0,
+    bias: float = 0.15,
+    noise: float = 0.02,
+    ct_noise_hu: float = 10.0,
+) -> Path:
+    """Write a paired MR → CT dataset of synthetic heads: ``A/`` (T1w MR), ``B/`` (CT in HU) of the same training
+    subjects on the same grid (registered, as SynthRAD's pairs), and held-out ``test/{A,B,mask}`` (the mask is the
+    head).
+
+    Each head is the ICBM152 brain (see :func:`make_synthetic_brains`), deformed per subject, inside a 6 mm skull and a
+    5 mm scalp. The MR follows the spin-echo equation with the tissues of :data:`TISSUES` and :data:`HEAD_TISSUES`
+    (scalp fat bright, bone dark), a bias field and Rician noise, 0 outside the head; the CT gives each tissue its
+    :data:`CT_HU` (jittered by up to 5 % per subject), partial-volume mixed in the brain, air -1000 HU outside, Gaussian
+    noise of ``ct_noise_hu``, clipped below at -1024 HU.
+
+    Args:
+        output: folder to create.
+        num_train: training subjects (each has an MR in ``A/`` and a CT in ``B/``, both ``sNN.nii.gz``).
+        num_test: held-out subjects (``test/A``, ``test/B``, ``test/mask``, ``testNN.nii.gz``).
+        seed: random seed.
+        voxel_mm: isotropic voxel size.
+        deform_voxels: maximum displacement of the random deformations, in voxels.
+        bias: amplitude of the MR's log bias field.
+        noise: the MR's Rician noise σ as a fraction of the brightest head signal.
+        ct_noise_hu: the CT's noise σ in HU.
+
+    Returns:
+        ``output``.
+    """
+    output = Path(output)
+    maps, affine = load_icbm152(voxel_mm)
+    rng = np.random.default_rng(seed)
+    for folder in ("A", "B", "test/A", "test/B", "test/mask"):
+        (output / folder).mkdir(parents=True, exist_ok=True)
+
+    def save(path: Path, data: np.ndarray) -> None:
+        image = nib.Nifti1Image(data, affine)
+        image.set_qform(affine, code=1)
+        image.set_sform(affine, code=1)
+        atomic_write(path, lambda tmp: nib.save(image, tmp))
+
+    plan = [("", f"s{i:02d}") for i in range(num_train)] + [("test/", f"test{i:02d}") for i in range(num_test)]
+    for prefix, name in plan:
+        mr, ct, head = _head_subject(maps, voxel_mm, rng, deform_voxels, bias, noise, ct_noise_hu)
+        save(output / f"{prefix}A" / f"{name}.nii.gz", mr)
+        save(output / f"{prefix}B" / f"{name}.nii.gz", ct)
+        if prefix:
+            save(output / "test" / "mask" / f"{name}.nii.gz", head.astype(np.float32))
+    return output

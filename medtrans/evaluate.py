@@ -388,10 +388,10 @@ def evaluate_paths(pred: str | Path, target: str | Path, mask: str | Path | None
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation (ddof 1; 0 for one subject) of each metric column (every column but
-    ``subject``); infinite PSNRs stay infinite."""
+    """Mean and standard deviation (ddof 1; 0 for one subject) of each metric column (of :data:`METRICS` or
+    :data:`SYNTHRAD_METRICS`, in the table's order); infinite PSNRs stay infinite."""
     stats = {}
-    for metric in (c for c in table.columns if c != "subject"):
+    for metric in (c for c in table.columns if c in {*METRICS, *SYNTHRAD_METRICS}):
         values = table[metric].to_numpy(dtype=float)
         with np.errstate(invalid="ignore"):
             stats[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}

@@ -213,9 +213,9 @@ def _add_evaluate(subparsers: argparse._SubParsersAction, common: argparse.Argum
         help="score translations against targets (PSNR, SSIM, MAE in a mask; synthetic CT in HU)",
         description="Score translations against targets, the way a careful reviewer would: both on one grid, a "
         "fixed and stated intensity normalisation, PSNR / SSIM (3D and per axial slice) / MAE inside the mask. "
-        "--protocol synthrad scores a synthetic CT in HU as the SynthRAD challenges do: both clipped to -1024..3000 "
-        "HU, MAE, PSNR (data range 4024) and MS-SSIM inside the body mask (made from the CT target when --mask is "
-        "not given). The protocol used is printed with the scores; docs/evaluation.md explains each choice.")
+        "--protocol synthrad scores a synthetic CT in HU as the SynthRAD challenges do: MAE in HU, and PSNR (data "
+        "range 4024) and MS-SSIM of both clipped to -1024..3000 HU, inside the body mask (made from the CT target when "
+        "--mask is not given). The protocol used is printed with the scores; docs/evaluation.md explains each choice.")
     p.add_argument("prediction", type=Path, help="a predicted NIfTI, or a folder of them")
     p.add_argument("target", type=Path, help="the target NIfTI, or a folder of same-named targets")
     p.add_argument("--mask", type=Path, help="mask file, or folder of same-named masks (default: whole volume; with "
@@ -234,8 +234,8 @@ def _add_evaluate(subparsers: argparse._SubParsersAction, common: argparse.Argum
     p.add_argument("--sigma-mm", type=_number(float, 0.0, what=">= 0"),
                    help="Gaussian smoothing of both volumes in mm (default: 0, none)")
     p.add_argument("--hu-range", type=_number(float), nargs=2, action=_Increasing, metavar=("LOW", "HIGH"),
-                   help="with --protocol synthrad: the HU range both volumes are clipped to; its width is PSNR's data "
-                   "range (default: -1024 3000; SynthRAD 2025's code uses -1024 3071)")
+                   help="with --protocol synthrad: the HU range PSNR and MS-SSIM clip both volumes to; its width is "
+                   "PSNR's data range (default: -1024 3000; SynthRAD 2025's later code uses -1024 3071)")
     p.add_argument("--csv", type=Path, help="write the per-subject table here (and the summary to <stem>_summary.csv)")
     p.set_defaults(run="medtrans.evaluate:run_evaluate")
 

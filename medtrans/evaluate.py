@@ -15,9 +15,9 @@ Protocol (documented in docs/evaluation.md):
    taken on the raw volumes, before steps 2 and 3.
 
 ``--protocol synthrad`` scores a synthetic CT the way the SynthRAD challenges do, in HU (:class:`SynthradProtocol`,
-:func:`evaluate_synthrad_pair`): both volumes clipped to [-1024, 3000] HU; MAE and PSNR (data range 4024) inside the
-body mask; MS-SSIM with its maps averaged inside the mask at every scale. Without ``--mask`` the body mask is made
-from the CT target (:func:`body_mask`).
+:func:`evaluate_synthrad_pair`), inside the body mask: MAE in HU; PSNR (data range 4024) and MS-SSIM (its maps
+averaged inside the mask at every scale) of both volumes clipped to [-1024, 3000] HU. Without ``--mask`` the body mask
+is made from the CT target (:func:`body_mask`).
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ SYNTHRAD_METRICS = ("mae", "psnr", "ms_ssim")
 """The columns of ``--protocol synthrad``, named as the SynthRAD challenges name them."""
 
 HU_RANGE = (-1024.0, 3000.0)
-"""SynthRAD's HU range: both volumes are clipped to it, and its width (4024 HU) is PSNR's data range. (SynthRAD
-2023's; the 2025 evaluation code clips to [-1024, 3071]: ``--hu-range -1024 3071``.)"""
+"""SynthRAD's HU range: PSNR and MS-SSIM clip both volumes to it, and its width (4024 HU) is PSNR's data range (the
+range of SynthRAD 2023 and of SynthRAD 2025's first evaluation code; its later code clips to [-1024, 3071]:
+``--hu-range -1024 3071``). MAE is taken on the unclipped HU, as SynthRAD's code takes it."""
 BODY_THRESHOLD_HU = -500.0
 """The body mask made from a CT: voxels above this (air is about -1000 HU, fat -100, lung -500 to -900)..."""
 BODY_DILATION_MM = 5.0
@@ -119,7 +120,7 @@ class SynthradProtocol:
     """How synthetic CTs are scored in HU, the SynthRAD way (see :func:`evaluate_synthrad_pair`).
 
     Attributes:
-        low: lower end of the HU range both volumes are clipped to.
+        low: lower end of the HU range PSNR and MS-SSIM clip both volumes to.
         high: upper end; ``high - low`` is PSNR's data range.
         body_threshold: HU above which a target voxel is body, for the mask made when none is given.
         body_dilation_mm: that mask's dilation in mm.
@@ -194,11 +195,12 @@ def evaluate_synthrad_pair(pred: Volume, target: Volume, mask: Volume | None = N
                            protocol: SynthradProtocol | None = None) -> dict[str, float]:
     """Score a synthetic CT against its CT, in HU, the SynthRAD way.
 
-    Both volumes are clipped to ``[protocol.low, protocol.high]`` HU. Inside the mask (``mask > 0``; without one,
-    :func:`body_mask` of the target): ``mae`` in HU, ``psnr`` = 10 log10(range² / MSE) with range ``high − low``
-    (4024), and ``ms_ssim`` (:func:`~medtrans.metrics.ms_ssim`: 5 scales, Gaussian window 11, σ 1.5) of the
-    clipped volumes set to ``low`` outside the mask, mapped to [0, 1] (data range 1), its maps averaged inside the
-    mask at every scale.
+    Inside the mask (``mask > 0``; without one, :func:`body_mask` of the target): ``mae``, the mean absolute error
+    in HU, of the volumes as they are (as SynthRAD's code takes it: a 5000 HU prediction in 1000 HU bone is 4000 HU
+    off); and of both volumes clipped to ``[protocol.low, protocol.high]`` HU, ``psnr`` = 10 log10(range² / MSE) with
+    range ``high − low`` (4024), and ``ms_ssim`` (:func:`~medtrans.metrics.ms_ssim`: 5 scales, Gaussian window 11,
+    σ 1.5) of the clipped volumes set to ``low`` outside the mask and mapped to [0, 1] (data range 1), its maps
+    averaged inside the mask at every scale.
 
     Raises:
         InputError: when the grids differ, the mask is empty, a volume does not look like a CT in HU (values spanning
@@ -219,11 +221,11 @@ def evaluate_synthrad_pair(pred: Volume, target: Volume, mask: Volume | None = N
         except ValueError as err:
             raise InputError(target.path, f"{err}; give the body mask with --mask") from None
     low, high = protocol.low, protocol.high
-    p = np.clip(pred.data.astype(np.float64), low, high)
-    t = np.clip(target.data.astype(np.float64), low, high)
+    raw_p, raw_t = pred.data.astype(np.float64), target.data.astype(np.float64)
+    p, t = np.clip(raw_p, low, high), np.clip(raw_t, low, high)
     unit = lambda x: np.where(m, (x - low) / (high - low), 0.0)  # noqa: E731 - low HU outside the mask, in both
     return {
-        "mae": mae(p, t, m),
+        "mae": mae(raw_p, raw_t, m),
         "psnr": psnr(p, t, protocol.data_range, m),
         "ms_ssim": ms_ssim(unit(p), unit(t), 1.0, m, protocol.ms_ssim_kernel, MS_SSIM_SIGMA, MS_SSIM_WEIGHTS),
     }
@@ -404,9 +406,9 @@ def describe(protocol: EvaluationProtocol | SynthradProtocol, masked: bool) -> s
         where = ("inside the mask" if masked else
                  f"inside the body mask made from the target (> {protocol.body_threshold:g} HU, largest component, "
                  f"holes filled, dilated {protocol.body_dilation_mm:g} mm)")
-        return (f"both clipped to [{protocol.low:g}, {protocol.high:g}] HU; MAE in HU, PSNR with data range "
-                f"{protocol.data_range:g} and MS-SSIM ({len(MS_SSIM_WEIGHTS)} scales, Gaussian window "
-                f"{protocol.ms_ssim_kernel}, sigma {MS_SSIM_SIGMA:g}; {protocol.low:g} HU outside the mask) {where}")
+        return (f"MAE in HU; PSNR with data range {protocol.data_range:g} and MS-SSIM ({len(MS_SSIM_WEIGHTS)} scales, "
+                f"Gaussian window {protocol.ms_ssim_kernel}, sigma {MS_SSIM_SIGMA:g}; {protocol.low:g} HU outside the "
+                f"mask) of both clipped to [{protocol.low:g}, {protocol.high:g}] HU; {where}")
     steps = []
     if protocol.histogram_match:
         steps.append("prediction histogram-matched to the target")
@@ -422,7 +424,7 @@ def describe(protocol: EvaluationProtocol | SynthradProtocol, masked: bool) -> s
 
 
 _SETS = {"nec": "--normalization each --histogram-match --sigma-mm 0.5 (percentiles 1 99)",
-         "synthrad": "HU clipped to --hu-range, no normalisation, smoothing or matching"}
+         "synthrad": "HU, clipped to --hu-range for PSNR and MS-SSIM; no normalisation, smoothing or matching"}
 """What each named protocol fixes, for the line refusing an option it fixes."""
 
 

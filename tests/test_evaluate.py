@@ -245,21 +245,24 @@ def test_synthrad_metrics_have_known_answers():
     assert 1 > noisy[0]["ms_ssim"] > noisy[1]["ms_ssim"] and noisy[0]["psnr"] > noisy[1]["psnr"]
 
 
-def test_synthrad_clips_both_volumes_to_the_hu_range():
+def test_synthrad_clips_both_volumes_to_the_hu_range_for_psnr_and_ms_ssim_not_mae():
+    """As SynthRAD's evaluation code: PSNR and MS-SSIM see both volumes clipped to [-1024, 3000] HU, MAE the HU."""
     from medtrans.evaluate import body_mask, evaluate_synthrad_pair
 
     ct, body, bone, affine = ct_phantom()
     dense = np.where(bone, 3500.0, ct).astype(np.float32)  # metal-dense bone in the target...
-    denser = np.where(bone, 4200.0, ct).astype(np.float32)  # ...and denser in the prediction: both clip to 3000
+    denser = np.where(bone, 4200.0, ct).astype(np.float32)  # ...denser in the prediction: both clip to 3000
     scores = evaluate_synthrad_pair(_volume(denser, affine), _volume(dense, affine))
-    assert scores["mae"] == 0 and scores["psnr"] == math.inf and scores["ms_ssim"] == pytest.approx(1.0, abs=1e-12)
-    hot = np.where(bone, 5000.0, ct).astype(np.float32)  # 4000 HU too dense, of which 2000 count (3000 - 1000)
-    cold = np.where(body, ct, -3000.0).astype(np.float32)  # the air outside at -3000: counts as -1024, 24 HU off
+    assert scores["psnr"] == math.inf and scores["ms_ssim"] == pytest.approx(1.0, abs=1e-12)
     mask = body_mask(ct, (2.0, 2.0, 2.0))
+    assert scores["mae"] == pytest.approx(700.0 * bone.sum() / mask.sum(), rel=1e-12)
+    # bone 4000 HU too dense (2000 once clipped to 3000), the air outside at -3000 (24 HU below -1024 once clipped)
+    mixed = np.where(bone, 5000.0, np.where(body, ct, -3000.0)).astype(np.float32)
+    scores = evaluate_synthrad_pair(_volume(mixed, affine), _volume(ct, affine))
     air = mask & ~body
-    expected = (2000.0 * bone.sum() + 24.0 * air.sum()) / mask.sum()
-    mixed = np.where(bone, hot, cold).astype(np.float32)
-    assert evaluate_synthrad_pair(_volume(mixed, affine), _volume(ct, affine))["mae"] == pytest.approx(expected, rel=1e-12)
+    assert scores["mae"] == pytest.approx((4000.0 * bone.sum() + 2000.0 * air.sum()) / mask.sum(), rel=1e-12)
+    mse = (2000.0**2 * bone.sum() + 24.0**2 * air.sum()) / mask.sum()
+    assert scores["psnr"] == pytest.approx(10 * math.log10(4024**2 / mse), abs=1e-9)
 
 
 def test_ms_ssim_known_values_and_monai_maps():
@@ -302,8 +305,8 @@ def test_synthrad_from_the_command_line(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ct"), "--protocol", "synthrad",
                  "--csv", str(csv)]) == 0
     printed = capsys.readouterr().out
-    assert ("protocol (synthrad): both clipped to [-1024, 3000] HU; MAE in HU, PSNR with data range 4024 and MS-SSIM"
-            in printed)
+    assert ("protocol (synthrad): MAE in HU; PSNR with data range 4024 and MS-SSIM (5 scales, Gaussian window 11, sigma "
+            "1.5; -1024 HU outside the mask) of both clipped to [-1024, 3000] HU; inside the body mask" in printed)
     assert "inside the body mask made from the target (> -500 HU, largest component, holes filled, dilated 5 mm)" in printed
     table = pd.read_csv(csv)
     assert list(table.columns) == ["subject", "mae", "psnr", "ms_ssim"]
@@ -313,7 +316,7 @@ def test_synthrad_from_the_command_line(tmp_path, capsys):
     assert list(summary.index) == ["mae", "psnr", "ms_ssim"] and summary.loc["mae", "mean"] == 75.0
     assert main(["evaluate", str(tmp_path / "pred" / "s1.nii.gz"), str(tmp_path / "ct" / "s1.nii.gz"), "--protocol",
                  "synthrad", "--hu-range", "-1024", "3071"]) == 0
-    assert "both clipped to [-1024, 3071] HU" in capsys.readouterr().out
+    assert "of both clipped to [-1024, 3071] HU" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("options,names", [

@@ -138,4 +138,4 @@ def test_the_documented_mr_to_ct_example_runs_end_to_end(tmp_path, monkeypatch, 
     row = scores.iloc[0]
     assert all(math.isfinite(row[k]) for k in ("mae", "psnr", "ms_ssim"))
     assert 0 < row["mae"] < 4024 and 0 < row["ms_ssim"] <= 1
-    assert "protocol (synthrad): both clipped to [-1024, 3000] HU" in printed
+    assert "protocol (synthrad): MAE in HU; PSNR with data range 4024" in printed

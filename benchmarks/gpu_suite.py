@@ -43,7 +43,7 @@ from quality import DATA, TASKS, brain_mask, score, split_records, train_and_tra
 from train_speed import _sync, bare_step  # noqa: E402
 
 from medtrans import defaults  # noqa: E402
-from medtrans.cli import method_names  # noqa: E402
+from medtrans.registry import method_names  # noqa: E402
 from medtrans.io import read_volume, write_volume  # noqa: E402
 from medtrans.methods import build_method  # noqa: E402
 from medtrans.model import TranslationModel, save_generator  # noqa: E402

@@ -226,7 +226,7 @@ def main() -> None:
         args.methods = args.methods or ["nec", "cyclegan"]
         run_engine(args)
     else:
-        from medtrans.cli import method_names
+        from medtrans.registry import method_names
 
         args.methods = args.methods or method_names()
         run_steps(args)

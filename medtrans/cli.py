@@ -10,7 +10,7 @@ so, exit status 130 or 143.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import math
 import re
 import signal
@@ -23,8 +23,9 @@ from typing import Any
 import medtrans
 from medtrans import defaults
 from medtrans.errors import MedtransError, Terminated
+from medtrans.registry import method_names
 
-__all__ = ["build_parser", "main", "method_names"]
+__all__ = ["build_parser", "main"]
 
 
 class _UsageError(Exception):
@@ -47,13 +48,6 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
             default = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else "%(default)s"
             text += f" (default: {default})"
         return text
-
-
-def method_names() -> list[str]:
-    """The methods, one per file of ``medtrans/methods/`` (found without importing torch)."""
-    spec = importlib.util.find_spec("medtrans.methods")
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    return sorted(p.stem for p in folder.glob("*.py") if p.stem not in ("__init__", "base"))
 
 
 # -- value checks (run by argparse, before anything is read) ---------------------------------------------------------

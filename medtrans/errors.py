@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["InputError", "ModelError", "MedtransError", "Terminated"]
+__all__ = ["DivergenceError", "InputError", "ModelError", "MedtransError", "Terminated"]
 
 
 class MedtransError(Exception):
@@ -27,6 +27,12 @@ class ModelError(MedtransError, ValueError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+
+class DivergenceError(MedtransError, RuntimeError):
+    """A loss became NaN or infinite in training; raised before it could touch the weights.
+
+    The command line reports it in one line; it stays a ``RuntimeError`` for code that catches those."""
 
 
 class Terminated(KeyboardInterrupt):

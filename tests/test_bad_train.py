@@ -20,11 +20,16 @@ import torch
 
 from medtrans import defaults
 from medtrans.cli import build_parser, main
-from medtrans.errors import InputError, MedtransError
+from medtrans.errors import DivergenceError, InputError, MedtransError
 from medtrans.io import read_volume
 from medtrans.methods import build_method
-from medtrans.methods.base import DivergenceError, TranslationMethod
-from medtrans.model import TranslationModel, atomic_torch_save, load_model, save_generator
+from medtrans.methods.base import TranslationMethod
+from medtrans.model import (
+    TranslationModel,
+    atomic_torch_save,
+    load_model,
+    save_generator,
+)
 from medtrans.networks import UNetGenerator
 from medtrans.preprocessing import Preprocessing, prepare
 from medtrans.utils import seed_everything

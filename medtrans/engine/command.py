@@ -72,7 +72,8 @@ def _finite(value: Any) -> bool:
 
 def method_options(name: str) -> dict[str, inspect.Parameter]:
     """The keyword options of method ``name``: its own constructor's and those of its base classes."""
-    from medtrans.methods.base import TranslationMethod, method_class
+    from medtrans.methods.base import TranslationMethod
+    from medtrans.registry import method_class
 
     params: dict[str, inspect.Parameter] = {}
     for cls in method_class(name).__mro__:

@@ -1,53 +1,39 @@
 """The one interface the engine, bundles, inference and MONAI Label know: :class:`TranslationMethod`.
 
 A method owns its networks, optimisers and one training step; the engine owns the loop. Adding a method is one file in
-``medtrans/methods/`` defining a subclass with a ``name`` (it registers itself) plus a bundle folder.
+``medtrans/methods/`` defining a subclass whose ``name`` is the file's name (:mod:`medtrans.registry` finds it), plus a
+bundle folder. What the methods share besides the contract lives beside it: the training machinery in
+:mod:`medtrans.methods._training`, the GAN updates in :mod:`medtrans.methods._adversarial`.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import importlib
 import inspect
 import math
-import pkgutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from medtrans.data.intensity import histogram_match_batch
 from medtrans.data.start import START_TYPES, StartMapping
-from medtrans.distributed import average_gradients, broadcast_from_main
-from medtrans.errors import MedtransError
-from medtrans.losses import AdversarialLoss, LNCCLoss, MutualInformationLoss, NGFLoss, PolarityLoss
-from medtrans.networks import discriminator_logits
-from medtrans.networks.layers import reinit_subpixel
+from medtrans.losses import AdversarialLoss
+from medtrans.losses.structure import structure_loss
+from medtrans.methods._adversarial import AdversarialMixin
+from medtrans.methods._training import COMPILE_TYPES, TrainingMixin
+from medtrans.networks.init import INIT_TYPES, init_weights
 from medtrans.networks.registry import build_network
-from medtrans.networks.start import StartedGenerator
-from medtrans.precision import PRECISION_TYPES, autocast, resolve_precision
+from medtrans.precision import PRECISION_TYPES
 
-__all__ = ["DivergenceError", "TranslationMethod", "build_method", "check_option_values", "init_weights", "method_class",
-           "method_names", "structure_loss"]
+__all__ = ["NEGATIVE_TYPES", "TranslationMethod", "check_option_values"]
 
-INIT_TYPES = ("normal", "xavier", "kaiming", "default")
-COMPILE_TYPES = ("none", "default", "reduce-overhead", "max-autotune")
 NEGATIVE_TYPES = ("source", "histogram_matched")
-SCHEDULE_KEYS = ("warmup", "cooldown")
 POSITIVE_OPTIONS = ("lr", "lr_discriminator")
 """Options that must be finite and > 0 (learning rates)."""
 NON_NEGATIVE_OPTIONS = ("weight_decay",)
 """Options that must be finite and >= 0, besides every ``lambda_*`` loss weight."""
-
-
-class DivergenceError(MedtransError, RuntimeError):
-    """A loss became NaN or infinite; raised before it could touch the weights.
-
-    A :class:`~medtrans.errors.MedtransError`, so the command line reports it in one line (it stays a
-    ``RuntimeError`` for code that catches those)."""
 
 
 def check_option_values(options: Mapping[str, Any]) -> None:
@@ -88,105 +74,7 @@ def _checking_options(init: Callable[..., None]) -> Callable[..., None]:
     return checked
 
 
-def structure_loss(spec: Mapping[str, Any], spatial_dims: int) -> nn.Module:
-    """A structure loss between source and translation from a config entry, e.g. ``{"type": "ngf", "eps": 0.15}``.
-
-    Raises:
-        ValueError: on an unknown type, or a ``warmup`` or ``cooldown`` that is not ``[start, end]`` with
-            ``0 <= start < end``.
-    """
-    for key in SCHEDULE_KEYS:
-        window = spec.get(key)
-        if window is not None and not (isinstance(window, Sequence) and len(window) == 2
-                                       and all(isinstance(i, int) for i in window) and 0 <= window[0] < window[1]):
-            raise ValueError(f"structure loss {key} must be [start, end] iterations with 0 <= start < end, got {window!r}")
-    weight = spec.get("weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-        raise ValueError(f"structure loss weight must be a finite number >= 0, got {weight!r}")
-    kind = spec.get("type")
-    args = {k: v for k, v in spec.items() if k not in ("type", "weight", *SCHEDULE_KEYS)}
-    if kind == "ngf":
-        return NGFLoss(spatial_dims, **args)
-    if kind == "lncc":
-        return LNCCLoss(spatial_dims, **args)
-    if kind == "mi":
-        return MutualInformationLoss(**args)
-    if kind == "polarity":
-        return PolarityLoss(**args)
-    raise ValueError(f"unknown structure loss type {kind!r}; available: 'ngf', 'lncc', 'mi', 'polarity'")
-
-
-def _schedule_factor(spec: Mapping[str, Any], iteration: int) -> float:
-    """A structure loss's weight factor at ``iteration``: ``warmup`` ramps it from 0 up to 1, ``cooldown`` from 1 down
-    to 0, linearly between their ``[start, end]``; an absent window leaves it at 1."""
-    factor = 1.0
-    for key in SCHEDULE_KEYS:
-        if spec.get(key) is not None:
-            start, end = spec[key]
-            down = _linear_decay(start, end - start)(iteration)
-            factor *= 1.0 - down if key == "warmup" else down
-    return factor
-
-
-def _linear_decay(constant: int, decay: int):
-    def factor(iteration: int) -> float:
-        if decay <= 0 or iteration < constant:
-            return 1.0
-        return max(0.0, 1.0 - (iteration - constant) / decay)
-
-    return factor
-
-
-def init_weights(network: nn.Module, init_type: str = "normal", gain: float = 0.02) -> nn.Module:
-    """Initialise convolution and linear weights as the pix2pix/CycleGAN/CUT reference code does.
-
-    ``"normal"``: N(0, gain) (the reference default); ``"xavier"``: Xavier-normal with ``gain`` (CUT's default);
-    ``"kaiming"``: Kaiming-normal (fan in); ``"default"``: the network's own initialisation, left untouched
-    (PyTorch's layer defaults, or what the network applies itself, e.g. MONAI's PatchDiscriminator: N(0, 0.02)).
-    Otherwise biases start at 0 and affine normalisation weights at N(1, gain), and sub-pixel convolutions draw their
-    kernel the same way but keep it ICNR-tied (see :func:`medtrans.networks.layers.subpixel_upsample`).
-
-    Raises:
-        ValueError: on an unknown ``init_type``.
-    """
-    if init_type not in INIT_TYPES:
-        raise ValueError(f"init_type must be one of {INIT_TYPES}, got {init_type!r}")
-    if init_type == "default":
-        return _reset_residuals(network)
-    draw = {
-        "normal": lambda w: nn.init.normal_(w, 0.0, gain),
-        "xavier": lambda w: nn.init.xavier_normal_(w, gain=gain),
-        "kaiming": lambda w: nn.init.kaiming_normal_(w, a=0, mode="fan_in"),
-    }[init_type]
-    for module in network.modules():
-        if nn.utils.parametrize.is_parametrized(module, "weight"):  # e.g. spectral norm: initialise the raw weight
-            weight = module.parametrizations.weight.original
-        else:
-            weight = getattr(module, "weight", None)
-        if not isinstance(weight, torch.Tensor):
-            continue
-        name = type(module).__name__
-        if "Conv" in name or isinstance(module, nn.Linear):
-            draw(weight)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-        elif "Norm" in name and weight.dim() == 1:
-            nn.init.normal_(weight, 1.0, gain)
-            if getattr(module, "bias", None) is not None:
-                nn.init.zeros_(module.bias)
-    reinit_subpixel(network, draw)  # sub-pixel convolutions keep their ICNR tie, drawn the same way
-    return _reset_residuals(network)
-
-
-def _reset_residuals(network: nn.Module) -> nn.Module:
-    """Residual generators on a start mapping (:class:`~medtrans.networks.start.StartedGenerator`) start at zero."""
-    for module in network.modules():
-        if isinstance(module, StartedGenerator):
-            module.reset_residual()
-    return network
-
-
-class TranslationMethod(nn.Module):
+class TranslationMethod(TrainingMixin, AdversarialMixin, nn.Module):
     """Base of every translation method.
 
     Network options (``generator``, ``discriminator``) are bundle-style configs; their ``_target_`` defaults to the
@@ -251,12 +139,9 @@ class TranslationMethod(nn.Module):
     paired: ClassVar[bool] = False
     reverse_generator: ClassVar[str | None] = None
     """A two-sided method's B→A generator attribute: it starts from the inverse of the A→B start mapping."""
-    registry: ClassVar[dict[str, type[TranslationMethod]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.name:
-            TranslationMethod.registry[cls.name] = cls
         init = vars(cls).get("__init__")
         if init is not None and not getattr(init, "checks_options", False):
             cls.__init__ = _checking_options(init)  # every lambda_* / lr of a method checked before anything is built
@@ -431,111 +316,6 @@ class TranslationMethod(nn.Module):
     def full_def(self, network_def: Mapping[str, Any]) -> dict[str, Any]:
         return {"spatial_dims": self.spatial_dims, **network_def}
 
-    @staticmethod
-    def set_requires_grad(networks: Iterable[nn.Module], flag: bool) -> None:
-        for net in networks:
-            net.requires_grad_(flag)
-
-    def _logits(self, discriminator: nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
-        logits = discriminator_logits(discriminator(image))
-        if not all(torch.isfinite(t.detach()).all() for t in logits):
-            raise DivergenceError(
-                f"{type(self).__name__}: a discriminator output is nan/inf at iteration {self.iteration}; training "
-                "stopped, the last checkpoint is the last good one (lower the learning rate or use fp32)"
-            )
-        return logits
-
-    def generator_adversarial(self, discriminator: nn.Module, fake: torch.Tensor) -> torch.Tensor:
-        """The generator's adversarial loss: ``fake`` should be judged real."""
-        return self.adversarial_loss(self._logits(discriminator, fake), target_is_real=True, for_discriminator=False)
-
-    def discriminator_adversarial(self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                                  negative: torch.Tensor | None = None) -> torch.Tensor:
-        """½ (real judged real + fake judged fake), the fake detached; with ``lambda_negative`` > 0, plus
-        ½ λ · ``negative`` (a real image of the other domain, histogram-matched to ``real`` when ``negative_type`` is
-        ``"histogram_matched"``) judged fake."""
-        loss_real = self.adversarial_loss(self._logits(discriminator, real), target_is_real=True)
-        loss_fake = self.adversarial_loss(self._logits(discriminator, fake.detach()), target_is_real=False)
-        if negative is not None and self.lambda_negative > 0:
-            if self.negative_type == "histogram_matched":
-                negative = histogram_match_batch(negative, real)
-            loss_fake = loss_fake + self.lambda_negative * self.adversarial_loss(
-                self._logits(discriminator, negative), target_is_real=False)
-        return 0.5 * (loss_real + loss_fake)
-
-    def structure_penalty(self, source: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        """Weighted sum of the configured extra structure losses between a source and its translation; a term with
-        ``"warmup": [start, end]`` weighs 0 before iteration ``start`` and reaches its weight at ``end``, linearly, one
-        with ``"cooldown": [start, end]`` weighs its weight until ``start`` and falls to 0 at ``end``."""
-        total = source.new_zeros((), dtype=torch.float32)
-        for spec, term in zip(self.structure_specs, self.structure_terms):
-            ramp = _schedule_factor(spec, self.iteration)
-            if ramp > 0:
-                total = total + ramp * float(spec.get("weight", 1.0)) * term(source.float(), output.float())
-        return total
-
-    def gan_step(
-        self,
-        source: torch.Tensor,
-        output: torch.Tensor,
-        target: torch.Tensor,
-        generator_terms: Callable[[], Mapping[str, tuple[float, torch.Tensor]]],
-        lambda_gan: float = 1.0,
-        condition: bool = False,
-        frozen: Sequence[nn.Module] = (),
-    ) -> dict[str, torch.Tensor]:
-        """The one-sided GAN update: the discriminator ``net_d`` on ``target`` (real) against ``output`` (fake), then
-        the generator on ``λ_GAN · L_GAN + Σ weight · term + structure losses``.
-
-        Args:
-            source: the generator's input (structure losses compare it with ``output``).
-            output: the translation.
-            target: a real image of the target domain.
-            generator_terms: called once the discriminator is frozen; returns ``{name: (weight, loss)}``.
-            lambda_gan: weight of the generator's adversarial term.
-            condition: the discriminator sees ``[source, image]`` (pix2pix's conditional PatchGAN).
-            frozen: further networks to freeze during the generator update.
-
-        Returns:
-            ``g_gan``, every generator term, ``structure`` (when structure losses are configured) and ``d``.
-        """
-        real, fake = (torch.cat([source, target], 1), torch.cat([source, output], 1)) if condition else (target, output)
-        loss_d = self.discriminator_adversarial(self.net_d, real, fake, None if condition else source)
-        self.optimize("discriminator", loss_d)
-        frozen = [self.net_d, *frozen]
-        self.set_requires_grad(frozen, False)
-        loss_gan = self.generator_adversarial(self.net_d, fake)
-        terms = dict(generator_terms())
-        loss_g = lambda_gan * loss_gan + sum(weight * loss for weight, loss in terms.values())
-        losses = {"g_gan": loss_gan, **{k: loss for k, (_, loss) in terms.items()}}
-        if self.structure_specs:
-            losses["structure"] = self.structure_penalty(source, output)
-            loss_g = loss_g + losses["structure"]
-        if self.lambda_start > 0 and self.start_mapping is not None and self.start_mapping.type != "none":
-            losses["start"] = F.l1_loss(output.float(), self.generator.start(source).float())
-            loss_g = loss_g + self.lambda_start * losses["start"]
-        self.optimize("generator", loss_g)
-        self.set_requires_grad(frozen, True)
-        self.visuals = {"source": source, "output": output, "target": target}
-        return {**losses, "d": loss_d}
-
-    def optimize(self, name: str, loss: torch.Tensor) -> None:
-        """Backward ``loss`` and step optimiser ``name`` (AMP scaling, cross-rank gradient averaging).
-
-        Raises:
-            DivergenceError: when ``loss`` is NaN or infinite (nothing is updated).
-        """
-        if not torch.isfinite(loss.detach()).all():
-            raise DivergenceError(
-                f"{type(self).__name__}: the loss for optimiser {name!r} is {loss.item()} at iteration {self.iteration}; "
-                "training stopped, the last checkpoint is the last good one (lower the learning rate or use fp32)"
-            )
-        optimizer = self.optimizers[name]
-        optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        average_gradients(p for group in optimizer.param_groups for p in group["params"])
-        self.scaler.step(optimizer)
-
     # -- what the engine calls -------------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
@@ -561,110 +341,3 @@ class TranslationMethod(nn.Module):
             except (ValueError, RuntimeError) as err:
                 reason = str(err).splitlines()[0]
                 raise ValueError(f"the {role} cannot take {'x'.join(map(str, spatial))} patches: {reason}") from None
-
-    def setup(self, device: torch.device | str = "cpu", batch_voxels: int | None = None,
-              iterations: int | None = None) -> TranslationMethod:
-        """Move to ``device``, make ranks start from rank 0's weights, resolve the precision for batches of
-        ``batch_voxels`` voxels, and create optimisers, schedulers (for a run of ``iterations``) and scaler."""
-        if self.ema_decay and self.generator_ema is None:
-            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
-        self.to(device)
-        broadcast_from_main(t for t in self.state_dict().values() if isinstance(t, torch.Tensor) and t.is_floating_point())
-        self.amp = resolve_precision(self.precision, self.device, batch_voxels)
-        half = (iterations or 0) // 2
-        constant = half if self.lr_constant_iters is None else self.lr_constant_iters
-        decay = (iterations or 0) - half if self.lr_decay_iters is None else self.lr_decay_iters
-        factor = _linear_decay(constant, decay)
-        for name, params in self.optimizer_groups().items():
-            lr = self.lr_discriminator if name == "discriminator" else self.lr
-            opt = torch.optim.Adam(list(params), lr=lr, betas=self.betas, weight_decay=self.weight_decay)
-            self.optimizers[name] = opt
-            self.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16" and self.device.type == "cuda")
-        if self.compile_type != "none":
-            mode = None if self.compile_type == "default" else self.compile_type
-            for network in self.children():
-                if network is not self.generator_ema and any(True for _ in network.parameters()):
-                    network.compile(mode=mode)
-        return self
-
-    def training_step(self, batch: Mapping[str, Any]) -> dict[str, float]:
-        """One iteration on a batch ``{"a": ..., "b": ...}``; returns every loss term as a float."""
-        if not self.optimizers:
-            raise RuntimeError("call setup(device) before training")
-        self.train()
-        device = self.device
-        tensors = {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        with autocast(self.amp, device):
-            losses = self.train_step(tensors)
-        self.scaler.update()
-        for scheduler in self.schedulers.values():
-            scheduler.step()
-        if self.generator_ema is not None:
-            self._update_ema()
-        self.iteration += 1
-        return {k: float(v.detach()) for k, v in losses.items()}
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        """Move the average toward the generator's weights (and copy its buffers, e.g. batch-norm statistics)."""
-        decay = min(self.ema_decay, (1 + self.iteration) / (10 + self.iteration))
-        for average, current in zip(self.generator_ema.parameters(), self.generator.parameters()):
-            average.lerp_(current.detach(), 1.0 - decay)
-        for average, current in zip(self.generator_ema.buffers(), self.generator.buffers()):
-            average.copy_(current)
-
-    def training_state(self) -> dict[str, Any]:
-        """Everything a resumed run needs: networks (and image pools), optimisers, schedulers, scaler, iteration."""
-        return {
-            "networks": self.state_dict(),
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "iteration": self.iteration,
-        }
-
-    def load_training_state(self, state: Mapping[str, Any]) -> None:
-        self.load_state_dict(state["networks"])
-        for k, o in self.optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
-        for k, s in self.schedulers.items():
-            s.load_state_dict(state["schedulers"][k])
-        if state.get("scaler") is not None and self.scaler is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        self.iteration = int(state["iteration"])
-
-
-def _discover() -> None:
-    import medtrans.methods as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name != "base":
-            importlib.import_module(f"medtrans.methods.{info.name}")
-
-
-def method_names() -> list[str]:
-    """Names of every method in ``medtrans/methods/``."""
-    _discover()
-    return sorted(TranslationMethod.registry)
-
-
-def method_class(name: str) -> type[TranslationMethod]:
-    """The class of method ``name``.
-
-    Raises:
-        ValueError: on an unknown name.
-    """
-    _discover()
-    if name not in TranslationMethod.registry:
-        raise ValueError(f"unknown method {name!r}; available: {sorted(TranslationMethod.registry)}")
-    return TranslationMethod.registry[name]
-
-
-def build_method(name: str, **kwargs: Any) -> TranslationMethod:
-    """Instantiate a method by name (``build_method("cyclegan", spatial_dims=3, ...)``).
-
-    Raises:
-        ValueError: on an unknown name.
-    """
-    return method_class(name)(**kwargs)

@@ -10,8 +10,9 @@ from torch import nn
 
 from medtrans import defaults
 from medtrans.losses import PatchNCELoss
-from medtrans.methods.base import TranslationMethod, init_weights
+from medtrans.methods.base import TranslationMethod
 from medtrans.networks import PatchSampleMLP
+from medtrans.networks.init import init_weights
 
 __all__ = ["CUT"]
 

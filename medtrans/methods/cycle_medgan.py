@@ -62,13 +62,11 @@ class CycleMedGAN(CycleGAN):
         self.lambda_perceptual = lambda_perceptual
         self.lambda_style = lambda_style
 
-    def cycle_terms(self, real_a, rec_a, real_b, rec_b) -> dict[str, torch.Tensor]:
-        perceptual = self.perceptual["a"](real_a, rec_a) + self.perceptual["b"](real_b, rec_b)
-        style = self.style["a"](real_a, rec_a) + self.style["b"](real_b, rec_b)
-        total = self.lambda_perceptual * perceptual + self.lambda_style * style
-        terms = {"cycle_perceptual": perceptual, "cycle_style": style}
+    def cycle_terms(self, real_a, rec_a, real_b, rec_b) -> dict[str, tuple[float, torch.Tensor]]:
+        terms = {
+            "cycle_perceptual": (self.lambda_perceptual, self.perceptual["a"](real_a, rec_a) + self.perceptual["b"](real_b, rec_b)),
+            "cycle_style": (self.lambda_style, self.style["a"](real_a, rec_a) + self.style["b"](real_b, rec_b)),
+        }
         if self.lambda_cycle > 0:
-            cycle = F.l1_loss(rec_a, real_a) + F.l1_loss(rec_b, real_b)
-            total = total + self.lambda_cycle * cycle
-            terms["cycle"] = cycle
-        return {**terms, "total": total}
+            terms["cycle"] = (self.lambda_cycle, F.l1_loss(rec_a, real_a) + F.l1_loss(rec_b, real_b))
+        return terms

@@ -72,10 +72,9 @@ class CycleGAN(TranslationMethod):
             "discriminator": [*self.d_a.parameters(), *self.d_b.parameters()],
         }
 
-    def cycle_terms(self, real_a, rec_a, real_b, rec_b) -> dict[str, torch.Tensor]:
-        """The cycle-consistency terms (already weighted) and their sum under ``"total"``."""
-        cycle = F.l1_loss(rec_a, real_a) + F.l1_loss(rec_b, real_b)
-        return {"cycle": cycle, "total": self.lambda_cycle * cycle}
+    def cycle_terms(self, real_a, rec_a, real_b, rec_b) -> dict[str, tuple[float, torch.Tensor]]:
+        """The cycle-consistency terms: ``{name: (weight, loss)}``."""
+        return {"cycle": (self.lambda_cycle, F.l1_loss(rec_a, real_a) + F.l1_loss(rec_b, real_b))}
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         real_a, real_b = batch["a"], batch["b"]
@@ -83,28 +82,15 @@ class CycleGAN(TranslationMethod):
         rec_a = self.g_ba(fake_b)
         fake_a = self.g_ba(real_b)
         rec_b = self.g_ab(fake_a)
-        discriminators = [self.d_a, self.d_b]
-        self.set_requires_grad(discriminators, False)
-        losses: dict[str, torch.Tensor] = {}
-        loss_g = self.generator_adversarial(self.d_b, fake_b) + self.generator_adversarial(self.d_a, fake_a)
-        losses["g_gan"] = loss_g.detach()
-        cycle = self.cycle_terms(real_a, rec_a, real_b, rec_b)
-        loss_g = loss_g + cycle.pop("total")
-        losses.update({k: v.detach() for k, v in cycle.items()})
-        identity_weight = self.lambda_cycle * self.lambda_identity
-        if identity_weight > 0:  # both generators run once more, so skip it at weight 0
-            idt = F.l1_loss(self.g_ab(real_b), real_b) + F.l1_loss(self.g_ba(real_a), real_a)
-            loss_g = loss_g + identity_weight * idt
-            losses["identity"] = idt.detach()
-        if self.structure_specs:
-            structure = self.structure_penalty(real_a, fake_b) + self.structure_penalty(real_b, fake_a)
-            loss_g = loss_g + structure
-            losses["structure"] = structure.detach()
-        self.optimize("generator", loss_g)
-        self.set_requires_grad(discriminators, True)
-        loss_d = (self.discriminator_adversarial(self.d_b, real_b, self.pool_b.query(fake_b), real_a)
-                  + self.discriminator_adversarial(self.d_a, real_a, self.pool_a.query(fake_a), real_b))
-        self.optimize("discriminator", loss_d)
-        losses["d"] = loss_d.detach()
+
+        def terms() -> dict[str, tuple[float, torch.Tensor]]:
+            found = self.cycle_terms(real_a, rec_a, real_b, rec_b)
+            identity_weight = self.lambda_cycle * self.lambda_identity
+            if identity_weight > 0:  # both generators run once more, so skip it at weight 0
+                identity = F.l1_loss(self.g_ab(real_b), real_b) + F.l1_loss(self.g_ba(real_a), real_a)
+                found["identity"] = (identity_weight, identity)
+            return found
+
+        losses = self.two_sided_gan_step(real_a, real_b, fake_b, fake_a, terms, pools=(self.pool_a, self.pool_b))
         self.visuals = {"source": real_a, "output": fake_b, "reconstruction": rec_a}
         return losses

@@ -92,20 +92,10 @@ class UNITMethod(TranslationMethod):
         _, z_ab, kl_ab = self._encode(x_ab, "b")
         _, z_ba, kl_ba = self._encode(x_ba, "a")
         x_aba, x_bab = g.decode(z_ab, "a"), g.decode(z_ba, "b")
-        self.set_requires_grad([self.d_a, self.d_b], False)
-        gan = self.generator_adversarial(self.d_a, x_ba) + self.generator_adversarial(self.d_b, x_ab)
         recon = F.l1_loss(x_aa, x_a) + F.l1_loss(x_bb, x_b)
         cycle = F.l1_loss(x_aba, x_a) + F.l1_loss(x_bab, x_b)
-        kl, kl_cycle = kl_a + kl_b, kl_ab + kl_ba
-        loss_g = w["gan"] * gan + w["recon"] * recon + w["kl"] * kl + w["cycle"] * cycle + w["kl_cycle"] * kl_cycle
-        losses = {"g_gan": gan, "recon": recon, "cycle": cycle, "kl": kl, "kl_cycle": kl_cycle}
-        if self.structure_specs:
-            losses["structure"] = self.structure_penalty(x_a, x_ab) + self.structure_penalty(x_b, x_ba)
-            loss_g = loss_g + losses["structure"]
-        self.optimize("generator", loss_g)
-        self.set_requires_grad([self.d_a, self.d_b], True)
-        loss_d = (self.discriminator_adversarial(self.d_a, x_a, x_ba, x_b)
-                  + self.discriminator_adversarial(self.d_b, x_b, x_ab, x_a))
-        self.optimize("discriminator", loss_d)
+        terms = {"recon": (w["recon"], recon), "cycle": (w["cycle"], cycle), "kl": (w["kl"], kl_a + kl_b),
+                 "kl_cycle": (w["kl_cycle"], kl_ab + kl_ba)}
+        losses = self.two_sided_gan_step(x_a, x_b, x_ab, x_ba, lambda: terms, lambda_gan=w["gan"])
         self.visuals = {"source": x_a, "output": x_ab, "reconstruction": x_aba}
-        return {**losses, "d": loss_d}
+        return losses

@@ -218,7 +218,7 @@ def subpixel_upsample(spatial_dims: int, in_channels: int, out_channels: int, sc
     initialisation the layer is a convolution followed by nearest-neighbour resizing: no checkerboard, and no shift.
     Training is free to untie the kernels, and adversarial training can teach it a grid (docs/benchmarks.md).
     Aitken et al.'s pad-and-average blur is left out: it moves each upsampled map by half of a fine voxel, which in a
-    U-Net displaces the decoder against the skip connections. :func:`medtrans.methods.base.init_weights` keeps ICNR
+    U-Net displaces the decoder against the skip connections. :func:`medtrans.networks.init.init_weights` keeps ICNR
     whatever ``init_type`` draws the kernel.
     """
     up = SubpixelUpsample(spatial_dims, in_channels, out_channels, scale_factor, apply_pad_pool=False)

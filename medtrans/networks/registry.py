@@ -30,7 +30,7 @@ from medtrans.networks.generators import ResnetGenerator, UNetGenerator
 from medtrans.networks.start import StartedGenerator
 from medtrans.networks.unit import UNIT
 
-__all__ = ["NETWORKS", "build_network", "check_plain_data", "register_network"]
+__all__ = ["NETWORKS", "build_network", "check_plain_data", "register_network", "started_generator"]
 
 NETWORKS: dict[str, Callable[..., nn.Module]] = {}
 """Every network a config may name, by its ``_target_``: medtrans's own networks and a few of MONAI core's."""
@@ -54,8 +54,29 @@ def register_network(name: str, builder: Callable[..., nn.Module]) -> Callable[.
     return builder
 
 
-for _builder in (UNetGenerator, ResnetGenerator, UNIT, MultiResolutionDiscriminator, patchgan, StartedGenerator):
+def started_generator(spatial_dims: int, generator: Mapping[str, Any], num_knots: int = 34) -> StartedGenerator:
+    """A :class:`~medtrans.networks.start.StartedGenerator` from configs.
+
+    Args:
+        spatial_dims: 2 or 3.
+        generator: the residual generator's config: its registered network name under ``"name"``, then its arguments
+            (``spatial_dims`` is filled in).
+        num_knots: knots of the start mapping (the background and the foreground quantiles).
+
+    Raises:
+        ValueError: when ``generator`` names a started generator itself.
+    """
+    config = dict(generator)
+    name = config.pop("name", None)
+    if name == "medtrans.networks.StartedGenerator":
+        raise ValueError("a StartedGenerator cannot wrap another")
+    network = build_network({"_target_": name, **config, "spatial_dims": spatial_dims}, "generator")
+    return StartedGenerator(spatial_dims, network, num_knots)
+
+
+for _builder in (UNetGenerator, ResnetGenerator, UNIT, MultiResolutionDiscriminator, patchgan):
     register_network(f"medtrans.networks.{_builder.__name__}", _builder)
+register_network("medtrans.networks.StartedGenerator", started_generator)
 for _name, _builder in (("monai.networks.nets.UNet", UNet), ("monai.networks.nets.BasicUNet", BasicUNet),
                         ("monai.networks.blocks.Convolution", Convolution)):
     register_network(_name, _builder)

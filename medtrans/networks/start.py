@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -56,28 +56,26 @@ class StartedGenerator(nn.Module):
     """``G(x) = clamp(f(x) + R(x), -1, 1)``: a fixed start mapping ``f`` (:class:`PiecewiseLinear`, chosen from the
     training data by :func:`medtrans.data.start.estimate_start`) plus a generator ``R`` that learns the residual.
 
-    ``R``'s output convolution starts at zero (:meth:`reset_residual`, which :func:`medtrans.methods.base.init_weights`
+    ``R``'s output convolution starts at zero (:meth:`reset_residual`, which :func:`medtrans.networks.init.init_weights`
     calls again after drawing the weights), so an untrained translator reproduces the start mapping exactly, and the
     gradient reaches every layer from the first step on. Attributes the wrapped generator offers (``encode``,
     ``size_divisor``, ``in_channels``...) are read through.
 
+    Configs build it through :func:`medtrans.networks.registry.started_generator`, which builds ``R`` from its own
+    config.
+
     Args:
         spatial_dims: 2 or 3.
-        generator: the residual generator's config: its registered network name under ``"name"``, then its arguments
-            (``spatial_dims`` is filled in).
+        network: the residual generator ``R``.
         num_knots: knots of the start mapping (the background and the foreground quantiles).
     """
 
-    def __init__(self, spatial_dims: int, generator: Mapping[str, Any], num_knots: int = 34) -> None:
+    def __init__(self, spatial_dims: int, network: nn.Module, num_knots: int = 34) -> None:
         super().__init__()
-        from medtrans.networks.registry import build_network  # the registry lists this class too
-
-        config = dict(generator)
-        name = config.pop("name", None)
-        if name == "medtrans.networks.StartedGenerator":
-            raise ValueError("a StartedGenerator cannot wrap another")
+        if isinstance(network, StartedGenerator):
+            raise TypeError("a StartedGenerator cannot wrap another")
         self.spatial_dims = spatial_dims
-        self.network = build_network({"_target_": name, **config, "spatial_dims": spatial_dims}, "generator")
+        self.network = network
         self.start = PiecewiseLinear(num_knots)
         self._output_layer = _output_convolution(self.network, spatial_dims)
         self.reset_residual()

@@ -2,7 +2,7 @@ import pytest
 import torch
 from monai.networks.layers.factories import Pad
 
-from medtrans.methods.base import INIT_TYPES, init_weights
+from medtrans.networks.init import INIT_TYPES, init_weights
 from medtrans.networks.layers import BlurPool, ConvBlock, DownsampleBlock, UpsampleBlock
 from tests.conftest import checkerboard_pattern
 

@@ -135,7 +135,7 @@ def make_synthetic_brains(
     return output
 
 
-# -- MR -> CT: a head with skull and scalp, as T1w MR and as CT in HU ----------------------------------------------------
+# -- MR -> CT: a head with skull and scalp, as T1w MR and as CT in HU --------------------------------------------------
 HEAD_TISSUES = {"fat": (0.9, 260.0, 80.0), "bone": (0.1, 400.0, 5.0)}
 """(PD, T1 ms, T2 ms) of the scalp (fat: bright on T1w) and the skull (cortical bone: almost no signal)."""
 CT_HU = {"air": -1000.0, "csf": 15.0, "gm": 40.0, "wm": 25.0, "fat": -100.0, "bone": 1000.0}

@@ -48,7 +48,7 @@ from medtrans.io import (
 from medtrans.model import TranslationModel, load_model
 from medtrans.networks.start import PiecewiseLinear
 from medtrans.precision import PRECISION_TYPES, autocast, resolve_precision
-from medtrans.preprocessing import Prepared, grid_problem, prepare
+from medtrans.data.preprocessing import Prepared, grid_problem, prepare
 from medtrans.utils import resolve_device
 
 __all__ = [

@@ -26,7 +26,7 @@ from medtrans.data.intensity import TARGET_TYPES, validate_spec
 from medtrans.errors import ModelError
 from medtrans.io import atomic_write
 from medtrans.networks.registry import build_network, check_plain_data
-from medtrans.preprocessing import Preprocessing
+from medtrans.data.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
     from medtrans.data.stream import TrainStream

@@ -198,7 +198,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(env, capsys, tmp_path, monke
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(medtrans.io.nib, "save", full)
+    monkeypatch.setattr(medtrans.io.volumes.nib, "save", full)
     line = refused(capsys, env, ["translate", env["inputs"] / "good.nii.gz", tmp_path / "o.nii.gz", "--model",
                                  env["models"] / "m3d.pt", "--no-progress"], "o.nii.gz", tmp_path)
     assert "No space left on device" in line

@@ -208,7 +208,7 @@ def test_a_dicom_series_over_the_limit_is_refused_from_its_headers(env, monkeypa
     series = _dicom_series(env["bad"] / "series", pixels)
     volume = read_volume(series)
     assert volume.data.shape == (10, 12, 6) and volume.spacing == (1.0, 1.0, 2.0)
-    monkeypatch.setattr("medtrans.io.MAX_VOXELS", 719)
+    monkeypatch.setattr("medtrans.io.volumes.MAX_VOXELS", 719)
     with pytest.raises(InputError, match="its 6 DICOM files claim 10×12×6 = 720 voxels, over medtrans's limit of 7"):
         read_volume(series)
 

@@ -320,8 +320,8 @@ def _fail_on_call(monkeypatch, target, name: str, n: int) -> None:
     monkeypatch.setattr(target, name, failing)
 
 
-@pytest.mark.parametrize("target,name,n", [(medtrans.io.nib, "save", 3), (medtrans.io.os, "replace", 2),
-                                           (medtrans.io.os, "replace", 4)])
+@pytest.mark.parametrize("target,name,n", [(medtrans.io.volumes.nib, "save", 3), (medtrans.io.outputs.os, "replace", 2),
+                                           (medtrans.io.outputs.os, "replace", 4)])
 def test_a_translation_and_its_maps_appear_together_or_not_at_all(env, capsys, monkeypatch, target, name, n):
     out = env["out"]
     (out / "f.nii.gz").write_bytes(b"an earlier map")  # existed before: kept if nothing was renamed over it yet
@@ -335,7 +335,7 @@ def test_a_translation_and_its_maps_appear_together_or_not_at_all(env, capsys, m
 
 def test_evaluate_writes_its_table_and_summary_together(env, capsys, monkeypatch):
     out = env["out"]
-    _fail_on_call(monkeypatch, medtrans.io.os, "replace", 2)
+    _fail_on_call(monkeypatch, medtrans.io.outputs.os, "replace", 2)
     refused(capsys, ["evaluate", env["t1"], env["t2"], "--csv", out / "s.csv"], "s_summary.csv", "No space left")
     assert list(out.iterdir()) == []
     monkeypatch.undo()

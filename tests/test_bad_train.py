@@ -20,6 +20,7 @@ import torch
 
 from medtrans import defaults
 from medtrans.cli import build_parser, main
+from medtrans.data.preprocessing import Preprocessing, prepare
 from medtrans.errors import DivergenceError, InputError, MedtransError
 from medtrans.io import read_volume
 from medtrans.methods import build_method
@@ -31,7 +32,6 @@ from medtrans.model import (
     save_generator,
 )
 from medtrans.networks import UNetGenerator
-from medtrans.preprocessing import Preprocessing, prepare
 from medtrans.utils import seed_everything
 from tests.conftest import refusal_line
 

@@ -12,7 +12,7 @@ from medtrans.inference import InferenceSettings, Translator
 from medtrans.io import Volume, read_volume
 from medtrans.model import TranslationModel, save_generator
 from medtrans.networks.registry import build_network
-from medtrans.preprocessing import Canonical, Preprocessing
+from medtrans.data.preprocessing import Canonical, Preprocessing
 from tests.conftest import shared_file, synthetic_lps, synthetic_pair
 
 IDENTITY = {"_target_": "monai.networks.blocks.Convolution", "spatial_dims": 3, "in_channels": 1, "out_channels": 1,

@@ -1,7 +1,7 @@
 """Training batches from memory: domains → validated, preprocessed volumes held in memory → patches cut by a thread.
 
 Every training volume is read with :func:`medtrans.io.read_volume` (the checks of ``translate`` and ``evaluate``) and
-preprocessed with :func:`medtrans.preprocessing.prepare` (the path inference takes) exactly once, by ``num_workers``
+preprocessed with :func:`medtrans.data.preprocessing.prepare` (the path inference takes) exactly once, by ``num_workers``
 threads, within a memory budget checked before anything is read. Patches are then sliced out of memory by a background
 thread that keeps ``prefetch`` batches ready (in pinned memory when CUDA is available) while the step runs.
 
@@ -36,7 +36,7 @@ from medtrans.data.sources import ImageRecord, list_domain, pair_domains
 from medtrans.distributed import rank_and_world
 from medtrans.errors import InputError
 from medtrans.io import is_nifti, read_mask, read_volume
-from medtrans.preprocessing import Preprocessing, prepare
+from medtrans.data.preprocessing import Preprocessing, prepare
 
 __all__ = ["SAMPLER_TYPES", "CachedVolume", "PatchConfig", "TrainStream", "patch_spatial_dims"]
 

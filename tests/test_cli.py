@@ -13,12 +13,12 @@ def test_version_and_help_exit_codes(capsys):
     assert out.stdout.strip() == f"medtrans {medtrans.__version__}"
 
 
-def test_nifti_work_needs_neither_torchio_nor_simpleitk(tmp_path):
+def test_nifti_work_needs_neither_torchio_nor_simpleitk(tmp_path, synthetic_brains):
     """A GPU machine may lack both (SimpleITK's wheel alone is ~52 MB): training and translating NIfTI files must not
     import them (only resampling and DICOM do)."""
-    from tests.conftest import REPO, spm_template_domains
+    from tests.conftest import REPO, synthetic_domains
 
-    a, b = spm_template_domains(tmp_path)
+    a, b = synthetic_domains(tmp_path, synthetic_brains)
     script = f"""
 import sys
 sys.modules["torchio"] = None       # importing either now raises ImportError

@@ -5,7 +5,7 @@ import pytest
 from medtrans.cli import main
 from medtrans.engine.command import parse_assignments
 from medtrans.errors import InputError
-from tests.conftest import spm_template_domains
+from tests.conftest import synthetic_domains
 
 
 def test_parse_assignments():
@@ -15,8 +15,8 @@ def test_parse_assignments():
         parse_assignments(["oops"])
 
 
-def test_train_command_end_to_end(tmp_path):
-    spm_template_domains(tmp_path)
+def test_train_command_end_to_end(tmp_path, synthetic_brains):
+    synthetic_domains(tmp_path, synthetic_brains)
     run = tmp_path / "run"
     code = main(["train", "--method", "nec", "--data-a", str(tmp_path / "a"), "--data-b", str(tmp_path / "b"),
                  "--output", str(run), "--dims", "2", "--patch-size", "32", "32", "1", "--batch-size", "2",
@@ -31,13 +31,13 @@ def test_train_command_end_to_end(tmp_path):
     out = tmp_path / "t2.nii.gz"
     assert main(["translate", str(tmp_path / "a" / "s1.nii"), str(out), "--model", str(run / "generator.pt"),
                  "--no-progress"]) == 0
-    assert nib.load(out).shape == (91, 109, 91)
+    assert nib.load(out).shape == nib.load(tmp_path / "a" / "s1.nii").shape == (98, 116, 94)
     assert np.isfinite(nib.load(out).get_fdata()).all()
 
 
-def test_mlflow_tracking_records_losses(tmp_path):
+def test_mlflow_tracking_records_losses(tmp_path, synthetic_brains):
     mlflow = pytest.importorskip("mlflow", reason="the 'tracking' extra is not installed")
-    spm_template_domains(tmp_path)
+    synthetic_domains(tmp_path, synthetic_brains)
     run = tmp_path / "run"
     assert main(["train", "--method", "cut", "--data-a", str(tmp_path / "a"), "--data-b", str(tmp_path / "b"),
                  "--output", str(run), "--dims", "2", "--patch-size", "32", "32", "1", "--iterations", "2",

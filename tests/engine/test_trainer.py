@@ -18,7 +18,7 @@ from medtrans.engine import TranslationTrainer, latest_checkpoint
 from medtrans.methods import DivergenceError, build_method
 from medtrans.model import load_model
 from medtrans.utils import seed_everything
-from tests.conftest import REPO, shared_file
+from tests.conftest import REPO, synthetic_pair
 
 DRIVER = """
 import json, sys
@@ -35,6 +35,12 @@ stream = TrainStream([ImageRecord("a", cfg["a"])], [ImageRecord("b", cfg["b"])],
 TranslationTrainer(method, stream, cfg["out"], iterations=cfg["iterations"], checkpoint_interval=4,
                    device="cpu", tracking="none", progress=False, target_intensity={"type": "source"}).run()
 """
+
+
+@pytest.fixture(scope="module")
+def pair(synthetic_brains) -> tuple[Path, Path]:
+    """A synthetic T1w and its co-registered T2w (the embedded dataset, 98×116×94, 2 mm)."""
+    return synthetic_pair(synthetic_brains)
 
 
 def _run(cfg: dict, wait_for: Path | None = None) -> None:
@@ -54,8 +60,8 @@ def _run(cfg: dict, wait_for: Path | None = None) -> None:
 
 
 @pytest.mark.slow
-def test_resume_after_hard_kill_equals_one_run(tmp_path):
-    data = {"a": str(shared_file("spm-templates/canonical/avg152T1.nii")), "b": str(shared_file("spm-templates/canonical/avg152T2.nii"))}
+def test_resume_after_hard_kill_equals_one_run(tmp_path, pair):
+    data = {"a": str(pair[0]), "b": str(pair[1])}
     _run({**data, "out": str(tmp_path / "one"), "iterations": 16})  # in one go
     killed = tmp_path / "killed"
     _run({**data, "out": str(killed), "iterations": 4000}, wait_for=killed / "checkpoint_00000004.pt")
@@ -72,18 +78,17 @@ def test_resume_after_hard_kill_equals_one_run(tmp_path):
     assert one["engine"] == resumed["engine"] == {"iteration": 16, "epoch": 4}
 
 
-def _tiny_trainer(tmp_path, method, **kwargs):
-    a = ImageRecord("a", shared_file("spm-templates/canonical/avg152T1.nii"))
-    b = ImageRecord("b", shared_file("spm-templates/canonical/avg152T2.nii"))
+def _tiny_trainer(tmp_path, pair, method, **kwargs):
+    a, b = ImageRecord("a", pair[0]), ImageRecord("b", pair[1])
     stream = TrainStream([a], [b], {"patch_size": [32, 32, 1]}, batch_size=2)
     return TranslationTrainer(method, stream, tmp_path, device="cpu", tracking="none", progress=False, **kwargs)
 
 
-def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, pair):
     seed_everything(0)
     method = build_method("nec", spatial_dims=2, generator={"channels": (4, 8), "strides": (2,)},
                           discriminator={"channels": 4, "num_layers": 2, "num_scales": 1})
-    trainer = _tiny_trainer(tmp_path, method, iterations=10, checkpoint_interval=2)
+    trainer = _tiny_trainer(tmp_path, pair, method, iterations=10, checkpoint_interval=2)
     original = type(method).train_step
 
     def poisoned(self, batch):
@@ -100,12 +105,12 @@ def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
     assert all(torch.isfinite(t).all() for t in model.network.state_dict().values())
 
 
-def test_checkpoint_contents(tmp_path):
+def test_checkpoint_contents(tmp_path, pair):
     seed_everything(0)
     method = build_method("cut", spatial_dims=2, generator={"channels": 4, "num_res_blocks": 1},
                           discriminator={"channels": 4, "num_layers": 2}, num_patches=16, lr_constant_iters=0,
                           lr_decay_iters=4)
-    trainer = _tiny_trainer(tmp_path, method, iterations=2, config={"method": "cut", "seed": 0})
+    trainer = _tiny_trainer(tmp_path, pair, method, iterations=2, config={"method": "cut", "seed": 0})
     trainer.run()
     state = torch.load(tmp_path / "checkpoint_00000002.pt", weights_only=True)
     assert set(state) == {"format", "method", "training", "engine", "rng", "config", "generator"}
@@ -116,12 +121,11 @@ def test_checkpoint_contents(tmp_path):
     assert state["generator"]["target_intensity"]["type"] == "window"  # domain B's per-dataset range
 
 
-def test_validation_scores_whole_volumes_and_keeps_the_best_generator(tmp_path, caplog):
+def test_validation_scores_whole_volumes_and_keeps_the_best_generator(tmp_path, caplog, pair):
     seed_everything(0)
     method = build_method("pix2pix", spatial_dims=2, generator={"channels": (4, 8), "strides": (2,)},
                           discriminator={"channels": 4, "num_layers": 2})
-    a = ImageRecord("s", shared_file("spm-templates/canonical/avg152T1.nii"))
-    b = ImageRecord("s", shared_file("spm-templates/canonical/avg152T2.nii"))
+    a, b = ImageRecord("s", pair[0]), ImageRecord("s", pair[1])
     stream = TrainStream([a], [b], {"patch_size": [32, 32, 1]}, batch_size=2, paired=True)
     validation = {"pairs": [[str(a.image), str(b.image), None]], "metric": "psnr"}
     trainer = TranslationTrainer(method, stream, tmp_path, iterations=3, checkpoint_interval=2, device="cpu",
@@ -143,10 +147,10 @@ def _tiny_nec(**kwargs):
                         discriminator={"channels": 4, "num_layers": 2, "num_scales": 1}, lr_decay_iters=0, **kwargs)
 
 
-def test_the_translator_is_the_generators_moving_average_and_resumes_exactly(tmp_path):
+def test_the_translator_is_the_generators_moving_average_and_resumes_exactly(tmp_path, pair):
     seed_everything(0)
     method = _tiny_nec(ema_decay=0.9)
-    trainer = _tiny_trainer(tmp_path / "one", method, iterations=4, checkpoint_interval=2)
+    trainer = _tiny_trainer(tmp_path / "one", pair, method, iterations=4, checkpoint_interval=2)
     snapshots = [{k: v.clone() for k, v in method.generator.state_dict().items()}]  # the average starts here
     trainer.add_event_handler(Events.ITERATION_COMPLETED,
                               lambda _: snapshots.append({k: v.clone() for k, v in method.generator.state_dict().items()}))
@@ -163,10 +167,10 @@ def test_the_translator_is_the_generators_moving_average_and_resumes_exactly(tmp
     assert not all(torch.allclose(saved[k], last[k]) for k in last)  # ...not the last weights
 
     seed_everything(0)  # the same run, stopped at the checkpoint of iteration 2 and resumed
-    _tiny_trainer(tmp_path / "two", _tiny_nec(ema_decay=0.9), iterations=2, checkpoint_interval=2).run()
+    _tiny_trainer(tmp_path / "two", pair, _tiny_nec(ema_decay=0.9), iterations=2, checkpoint_interval=2).run()
     seed_everything(0)
     resumed = _tiny_nec(ema_decay=0.9)
-    _tiny_trainer(tmp_path / "two", resumed, iterations=4, checkpoint_interval=2).run()
+    _tiny_trainer(tmp_path / "two", pair, resumed, iterations=4, checkpoint_interval=2).run()
     assert all(torch.allclose(resumed.generator_ema.state_dict()[k], average[k], atol=1e-6) for k in average)
     with pytest.raises(ValueError, match="ema_decay must lie in"):
         _tiny_nec(ema_decay=1.0)

@@ -52,7 +52,7 @@ from skimage.filters import threshold_multiotsu
 
 from medtrans.data import ImageRecord, TrainStream
 from medtrans.engine import TranslationTrainer
-from medtrans.engine.command import parse_assignments
+from medtrans.commands.train import parse_assignments
 from medtrans.inference import InferenceSettings, Translator
 from medtrans.io import read_volume
 from medtrans.methods import build_method

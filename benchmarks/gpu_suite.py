@@ -109,7 +109,7 @@ def translate_volume(args: argparse.Namespace) -> list[dict]:
                                         TranslationModel(method.generator, method.generator_def, dims))
             for precision in ("fp32", "auto"):
                 out = Path(tmp) / f"out{dims}{precision}.nii.gz"
-                command = [sys.executable, "-m", "medtrans.cli", "translate", str(VOLUME), str(out), "--model",
+                command = [sys.executable, "-m", "medtrans", "translate", str(VOLUME), str(out), "--model",
                            str(model_path), "--device", args.device, "--precision", precision, "--no-progress"]
                 if args.tiny and dims == 3:
                     command += ["--roi-size", "32", "32", "32"]

@@ -66,7 +66,7 @@ import torch
 from medtrans.data import ImageRecord, TrainStream
 from medtrans.data.intensity import fit_intensity, foreground_mask
 from medtrans.engine import TranslationTrainer
-from medtrans.engine.command import parse_assignments
+from medtrans.commands.train import parse_assignments
 from medtrans.evaluate import EvaluationProtocol, evaluate_pair, histogram_baselines, match_to_pooled, pooled_foreground
 from medtrans.inference import InferenceSettings, Translator
 from medtrans.io import Volume, read_volume, write_volume

@@ -120,3 +120,13 @@ MAX_VOXELS = 2**30
 4 GiB per float32 copy. A finer spacing than that is refused before resampling starts (a model recorded with 0.001 mm
 would otherwise start a resampling of billions of voxels). It also bounds what is read: a file whose header claims more
 voxels is refused from its header, before any memory is allocated (:func:`medtrans.io.read_volume`)."""
+
+# -- scoring synthetic CTs (medtrans evaluate --protocol synthrad) --------------------------------------------------
+HU_RANGE = (-1024.0, 3000.0)
+"""SynthRAD's HU range: PSNR and MS-SSIM clip both volumes to it, and its width (4024 HU) is PSNR's data range (the
+range of SynthRAD 2023 and of SynthRAD 2025's first evaluation code; its later code clips to [-1024, 3071]:
+``--hu-range -1024 3071``). MAE is taken on the unclipped HU, as SynthRAD's code takes it."""
+BODY_THRESHOLD_HU = -500.0
+"""The body mask made from a CT: voxels above this (air is about -1000 HU, fat -100, lung -500 to -900)..."""
+BODY_DILATION_MM = 5.0
+"""...in its largest connected component, holes filled, dilated by this many mm (the skin's edge stays inside)."""

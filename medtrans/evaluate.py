@@ -25,55 +25,42 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 from scipy.ndimage import gaussian_filter
 
 from medtrans.data.intensity import foreground_mask, histogram_match
 from medtrans.defaults import NORMALIZATIONS
 from medtrans.errors import InputError
-from medtrans.io import (Volume, atomic_write_many, check_input, check_outputs, check_writable, is_nifti, list_folder,
-                         read_volume)
-from medtrans.metrics import MS_SSIM_WEIGHTS, mae, ms_ssim, psnr, ssim, texture
+from medtrans.io import (
+    Volume,
+    check_input,
+    check_same_grid,
+    is_nifti,
+    list_folder,
+    read_volume,
+)
+from medtrans.metrics import mae, psnr, ssim, texture
+from medtrans.synthrad import (
+    SYNTHRAD_METRICS,
+    SynthradProtocol,
+    evaluate_synthrad_pair,
+)
 
 __all__ = [
     "NORMALIZATIONS",
     "EvaluationProtocol",
-    "SynthradProtocol",
-    "body_mask",
     "evaluate_pair",
     "evaluate_paths",
     "evaluate_synthrad_pair",
     "histogram_baselines",
     "match_to_pooled",
     "pooled_foreground",
-    "run_evaluate",
     "summarize",
 ]
 
 METRICS = ("psnr", "ssim3d", "ssim2d", "mae", "texture")
-SYNTHRAD_METRICS = ("mae", "psnr", "ms_ssim")
-"""The columns of ``--protocol synthrad``, named as the SynthRAD challenges name them."""
-
-HU_RANGE = (-1024.0, 3000.0)
-"""SynthRAD's HU range: PSNR and MS-SSIM clip both volumes to it, and its width (4024 HU) is PSNR's data range (the
-range of SynthRAD 2023 and of SynthRAD 2025's first evaluation code; its later code clips to [-1024, 3071]:
-``--hu-range -1024 3071``). MAE is taken on the unclipped HU, as SynthRAD's code takes it."""
-BODY_THRESHOLD_HU = -500.0
-"""The body mask made from a CT: voxels above this (air is about -1000 HU, fat -100, lung -500 to -900)..."""
-BODY_DILATION_MM = 5.0
-"""...in its largest connected component, holes filled, dilated by this many mm (the skin's edge stays inside)."""
-HU_MIN_SPAN = 500.0
-"""A volume whose values span less than this many HU (max − min) is refused as not a CT in HU: a prediction left in
-the network's [-1, 1], or scaled to [0, 1] or [0, 255]. A CT spans air near -1000 HU to bone above +300."""
-MS_SSIM_KERNEL = 11
-"""MS-SSIM's Gaussian window side (σ 1.5; Wang et al. 2003, MONAI's ``MultiScaleSSIMMetric``)."""
-MS_SSIM_SIGMA = 1.5
-
-
 @dataclass
 class EvaluationProtocol:
     """How predictions are scored.
@@ -115,122 +102,6 @@ class EvaluationProtocol:
         return cls(normalization="each", histogram_match=True, sigma_mm=0.5)
 
 
-@dataclass(frozen=True)
-class SynthradProtocol:
-    """How synthetic CTs are scored in HU, the SynthRAD way (see :func:`evaluate_synthrad_pair`).
-
-    Attributes:
-        low: lower end of the HU range PSNR and MS-SSIM clip both volumes to.
-        high: upper end; ``high - low`` is PSNR's data range.
-        body_threshold: HU above which a target voxel is body, for the mask made when none is given.
-        body_dilation_mm: that mask's dilation in mm.
-        ms_ssim_kernel: MS-SSIM's window side (Gaussian, σ :data:`MS_SSIM_SIGMA`).
-    """
-
-    low: float = HU_RANGE[0]
-    high: float = HU_RANGE[1]
-    body_threshold: float = BODY_THRESHOLD_HU
-    body_dilation_mm: float = BODY_DILATION_MM
-    ms_ssim_kernel: int = MS_SSIM_KERNEL
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
-            raise ValueError(f"the HU range needs finite LOW < HIGH, got {self.low:g}, {self.high:g}")
-        if not self.low < self.body_threshold < self.high:
-            raise ValueError(f"the body threshold {self.body_threshold:g} HU must lie inside the HU range "
-                             f"[{self.low:g}, {self.high:g}]")
-        if not (math.isfinite(self.body_dilation_mm) and self.body_dilation_mm >= 0):
-            raise ValueError(f"body_dilation_mm must be a finite number >= 0, got {self.body_dilation_mm:g}")
-
-    @property
-    def data_range(self) -> float:
-        return self.high - self.low
-
-
-def body_mask(ct: np.ndarray, spacing: tuple[float, ...] = (1.0, 1.0, 1.0), axial: int = 2,
-              threshold: float = BODY_THRESHOLD_HU, dilation_mm: float = BODY_DILATION_MM) -> np.ndarray:
-    """The body in a CT (HU): voxels above ``threshold``, their largest connected component (face-connected: the
-    couch and anything else the body does not touch fall away), holes filled in 3D and in every slice across
-    ``axial`` (air in the airways, sinuses and bowel, open to the outside in 3D, closed within a slice), dilated by
-    ``dilation_mm`` (an ellipsoid in mm, from the exact distance to the body, so anisotropic voxels dilate alike).
-
-    Raises:
-        ValueError: when no voxel lies above ``threshold`` (no body), or the body fills the whole volume (no air
-            around it to tell it from: a CT cropped to the body, or a volume that is not in HU).
-    """
-    above = np.asarray(ct) > threshold
-    if not above.any():
-        raise ValueError(f"no voxel lies above {threshold:g} HU: no body to make a mask of")
-    labels, count = ndimage.label(above)
-    body = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1) if count > 1 else above
-    body = ndimage.binary_fill_holes(body)
-    for i in range(body.shape[axial]):
-        index = [slice(None)] * body.ndim
-        index[axial] = i
-        body[tuple(index)] = ndimage.binary_fill_holes(body[tuple(index)])
-    if body.all():
-        raise ValueError(f"the body fills the whole volume: no air around the body (at or below {threshold:g} HU) to "
-                         "tell it from (a CT cropped to the body, or a volume not in HU)")
-    if dilation_mm > 0:
-        body = ndimage.distance_transform_edt(~body, sampling=spacing) <= dilation_mm
-    return body
-
-
-def _axial_axis(affine: np.ndarray) -> int:
-    """The voxel axis closest to superior–inferior."""
-    return int(np.argmax(np.abs(np.asarray(affine)[2, :3])))
-
-
-def _check_hu(volume: Volume, role: str) -> None:
-    low, high = float(volume.data.min()), float(volume.data.max())
-    if high - low < HU_MIN_SPAN:
-        raise InputError(volume.path, f"spans only {low:g} to {high:g}: not a CT in HU (a CT spans air near -1000 HU "
-                                      f"to bone above +300), which --protocol synthrad scores; "
-                                      + ("was it mapped back to HU (medtrans translate does so for a model trained "
-                                         "with a 'window' intensity for CT)?" if role == "prediction" else
-                                         "give the CT as TARGET"))
-
-
-def evaluate_synthrad_pair(pred: Volume, target: Volume, mask: Volume | None = None,
-                           protocol: SynthradProtocol | None = None) -> dict[str, float]:
-    """Score a synthetic CT against its CT, in HU, the SynthRAD way.
-
-    Inside the mask (``mask > 0``; without one, :func:`body_mask` of the target): ``mae``, the mean absolute error
-    in HU, of the volumes as they are (as SynthRAD's code takes it: a 5000 HU prediction in 1000 HU bone is 4000 HU
-    off); and of both volumes clipped to ``[protocol.low, protocol.high]`` HU, ``psnr`` = 10 log10(range² / MSE) with
-    range ``high − low`` (4024), and ``ms_ssim`` (:func:`~medtrans.metrics.ms_ssim`: 5 scales, Gaussian window 11,
-    σ 1.5) of the clipped volumes set to ``low`` outside the mask and mapped to [0, 1] (data range 1), its maps
-    averaged inside the mask at every scale.
-
-    Raises:
-        InputError: when the grids differ, the mask is empty, a volume does not look like a CT in HU (values spanning
-            less than :data:`HU_MIN_SPAN`), or the target has no body, or no air around it, to make a mask from.
-    """
-    protocol = protocol or SynthradProtocol()
-    _check_grid(pred, target, mask)
-    _check_hu(target, "target")
-    _check_hu(pred, "prediction")
-    if mask is not None:
-        m = mask.data > 0
-        if not m.any():
-            raise InputError(mask.path, "mask is empty")
-    else:
-        try:
-            m = body_mask(target.data, target.spacing, _axial_axis(target.affine), protocol.body_threshold,
-                          protocol.body_dilation_mm)
-        except ValueError as err:
-            raise InputError(target.path, f"{err}; give the body mask with --mask") from None
-    low, high = protocol.low, protocol.high
-    raw_p, raw_t = pred.data.astype(np.float64), target.data.astype(np.float64)
-    p, t = np.clip(raw_p, low, high), np.clip(raw_t, low, high)
-    unit = lambda x: np.where(m, (x - low) / (high - low), 0.0)  # noqa: E731 - low HU outside the mask, in both
-    return {
-        "mae": mae(raw_p, raw_t, m),
-        "psnr": psnr(p, t, protocol.data_range, m),
-        "ms_ssim": ms_ssim(unit(p), unit(t), 1.0, m, protocol.ms_ssim_kernel, MS_SSIM_SIGMA, MS_SSIM_WEIGHTS),
-    }
-
-
 def _scale(x: np.ndarray, ref: np.ndarray, mask: np.ndarray, lower: float, upper: float, ref_path: Path,
            mask_path: Path | None) -> np.ndarray:
     """``x`` scaled by ``ref``'s percentiles inside ``mask`` to [0, 1] and clipped.
@@ -247,19 +118,6 @@ def _scale(x: np.ndarray, ref: np.ndarray, mask: np.ndarray, lower: float, upper
     return np.clip((x - low) / (high - low), 0.0, 1.0)
 
 
-def _check_grid(pred: Volume, target: Volume, mask: Volume | None) -> None:
-    for other in (target, mask):
-        if other is None:
-            continue
-        if other.data.shape != pred.data.shape:
-            raise InputError(other.path, f"shape {other.data.shape} differs from the prediction {pred.path}'s "
-                                         f"{pred.data.shape}; shape and affine must be identical (resample first)")
-        if not np.allclose(other.affine, pred.affine, atol=1e-3):
-            fmt = lambda a: np.array2string(np.asarray(a)[:3], precision=3, suppress_small=True, separator=",").replace("\n", "")  # noqa: E731
-            raise InputError(other.path, f"affine {fmt(other.affine)} differs from the prediction {pred.path}'s "
-                                         f"{fmt(pred.affine)}; shape and affine must be identical (resample first)")
-
-
 def evaluate_pair(pred: Volume, target: Volume, mask: Volume | None = None,
                   protocol: EvaluationProtocol | None = None) -> dict[str, float]:
     """Score one prediction against its target.
@@ -269,7 +127,7 @@ def evaluate_pair(pred: Volume, target: Volume, mask: Volume | None = None,
             by is flat inside the mask.
     """
     protocol = protocol or EvaluationProtocol()
-    _check_grid(pred, target, mask)
+    check_same_grid(pred, target, mask)
     m = mask.data > 0 if mask is not None else np.ones(pred.data.shape, bool)
     if not m.any():
         raise InputError(mask.path, "mask is empty")
@@ -295,7 +153,7 @@ def evaluate_pair(pred: Volume, target: Volume, mask: Volume | None = None,
     # mask-outside voxels are set equal so that SSIM windows at the mask border see the background as agreeing
     p = np.where(m, p, t)
     dr = float(protocol.data_range)
-    axial = _axial_axis(pred.affine)
+    axial = pred.axial_axis
     slices = [i for i in range(p.shape[axial]) if np.take(m, i, axis=axial).sum() > 0
               and min(np.take(m, i, axis=axial).shape) >= protocol.ssim_kernel]
     ssim2d = []
@@ -403,12 +261,7 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 def describe(protocol: EvaluationProtocol | SynthradProtocol, masked: bool) -> str:
     """One line stating how scores were computed (printed with them)."""
     if isinstance(protocol, SynthradProtocol):
-        where = ("inside the mask" if masked else
-                 f"inside the body mask made from the target (> {protocol.body_threshold:g} HU, largest component, "
-                 f"holes filled, dilated {protocol.body_dilation_mm:g} mm)")
-        return (f"MAE in HU; PSNR with data range {protocol.data_range:g} and MS-SSIM ({len(MS_SSIM_WEIGHTS)} scales, "
-                f"Gaussian window {protocol.ms_ssim_kernel}, sigma {MS_SSIM_SIGMA:g}; {protocol.low:g} HU outside the "
-                f"mask) of both clipped to [{protocol.low:g}, {protocol.high:g}] HU; {where}")
+        return protocol.describe(masked)
     steps = []
     if protocol.histogram_match:
         steps.append("prediction histogram-matched to the target")
@@ -421,61 +274,3 @@ def describe(protocol: EvaluationProtocol | SynthradProtocol, masked: bool) -> s
     }[protocol.normalization]
     where = "inside the mask" if masked else "over the whole volume"
     return "; ".join([*steps, scale, f"data range {protocol.data_range:g}", where])
-
-
-_SETS = {"nec": "--normalization each --histogram-match --sigma-mm 0.5 (percentiles 1 99)",
-         "synthrad": "HU, clipped to --hu-range for PSNR and MS-SSIM; no normalisation, smoothing or matching"}
-"""What each named protocol fixes, for the line refusing an option it fixes."""
-
-
-def _protocol(args: Any) -> EvaluationProtocol | SynthradProtocol:
-    """The protocol the options ask for; an option a named protocol fixes itself, or one that belongs to another
-    protocol, is refused naming it (never silently ignored)."""
-    tuning = {"--normalization": args.normalization, "--percentiles": args.percentiles,
-              "--data-range": args.data_range, "--histogram-match": args.histogram_match or None,
-              "--sigma-mm": args.sigma_mm}
-    hu_range = getattr(args, "hu_range", None)
-    if args.protocol in _SETS:
-        given = next((option for option, value in tuning.items() if value is not None), None)
-        if given is not None:
-            raise InputError(given, f"cannot be combined with --protocol {args.protocol}, which fixes its own "
-                                    f"settings ({_SETS[args.protocol]}); leave {given} out")
-    if hu_range is not None and args.protocol != "synthrad":
-        raise InputError("--hu-range", f"applies to --protocol synthrad only, not --protocol {args.protocol}")
-    if args.protocol == "synthrad":
-        try:
-            return SynthradProtocol(*(hu_range or HU_RANGE))
-        except ValueError as err:
-            raise InputError("--hu-range", str(err)) from None
-    if args.protocol == "nec":
-        return EvaluationProtocol.nec()
-    try:
-        return EvaluationProtocol(args.normalization or "target", *(args.percentiles or (1.0, 99.0)), args.data_range,
-                                  args.histogram_match, args.sigma_mm or 0.0)
-    except ValueError as err:
-        raise InputError("--normalization", str(err)) from err
-
-
-def run_evaluate(args: Any) -> int:
-    """Body of ``medtrans evaluate``."""
-    protocol = _protocol(args)
-    outputs = []
-    if args.csv is not None:
-        outputs = [args.csv, args.csv.with_name(args.csv.stem + "_summary.csv")]
-        check_outputs([(path, "--csv") for path in outputs],
-                      [(args.prediction, "PREDICTION"), (args.target, "TARGET"), (args.mask, "--mask")])
-        for path in outputs:
-            check_writable(path)
-    table = evaluate_paths(args.prediction, args.target, args.mask, protocol)
-    summary = summarize(table)
-    with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
-        print(table.to_string(index=False))
-    print(f"\nprotocol ({args.protocol}): {describe(protocol, args.mask is not None)}")
-    if len(table) > 1:
-        print(f"mean ± std over {len(table)} subjects:")
-        for metric, row in summary.iterrows():
-            print(f"  {metric:7s} {row['mean']:.4f} ± {row['std']:.4f}")
-    if outputs:  # the table and its summary: both or neither
-        atomic_write_many([(outputs[0], lambda tmp: table.to_csv(tmp, index=False)),
-                           (outputs[1], lambda tmp: summary.to_csv(tmp, index_label="metric"))])
-    return 0

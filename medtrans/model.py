@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from medtrans.data.intensity import TARGET_TYPES, validate_spec
+from medtrans.data.preprocessing import Preprocessing
 from medtrans.errors import ModelError
 from medtrans.io import atomic_write
 from medtrans.networks.registry import build_network, check_plain_data
-from medtrans.data.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
     from medtrans.data.stream import TrainStream

@@ -186,7 +186,7 @@ def seeded() -> None:
 def refusal_line(capsys, argv: list, names: str | tuple[str, ...]) -> str:
     """Run ``medtrans ARGV`` and assert the refusal contract: exit status 1, no traceback, exactly one stderr line
     ``medtrans <command>: error: ...`` that contains each of ``names``; return that line."""
-    from medtrans.cli import main
+    from medtrans.commands.cli import main
 
     capsys.readouterr()
     code = main([str(a) for a in argv])

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import medtrans.io
-from medtrans.cli import main
+from medtrans.commands.cli import main
 from medtrans.model import TranslationModel, save_generator
 from medtrans.networks.registry import build_network
 from tests.conftest import REPO, refusal_line, synthetic_nii, synthetic_pair
@@ -198,7 +198,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(env, capsys, tmp_path, monke
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(medtrans.io.volumes.nib, "save", full)
+    monkeypatch.setattr(medtrans.io.outputs.nib, "save", full)
     line = refused(capsys, env, ["translate", env["inputs"] / "good.nii.gz", tmp_path / "o.nii.gz", "--model",
                                  env["models"] / "m3d.pt", "--no-progress"], "o.nii.gz", tmp_path)
     assert "No space left on device" in line
@@ -311,7 +311,7 @@ def test_bad_models_are_one_line(env, capsys, tmp_path):
 def test_the_console_script_exits_1_without_traceback(env, tmp_path):
     """The same contract through a real process, and --debug for the traceback."""
     bad = _variant(env, "truncated_gz_0.3")
-    command = [sys.executable, "-m", "medtrans.cli", "translate", str(bad), str(tmp_path / "o.nii.gz"), "--model",
+    command = [sys.executable, "-m", "medtrans", "translate", str(bad), str(tmp_path / "o.nii.gz"), "--model",
                str(env["models"] / "m3d.pt")]
     done = subprocess.run(command, capture_output=True, encoding="utf-8", cwd=REPO)
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and str(bad) in done.stderr, done.stderr

@@ -26,7 +26,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medtrans.cli import main
+from medtrans.commands.cli import main
 from medtrans.data.sources import list_domain
 from medtrans.defaults import MAX_VOXELS
 from medtrans.errors import InputError
@@ -262,7 +262,7 @@ def test_the_raw_writer_makes_a_readable_volume(env):
 def test_a_header_nibabel_would_fix_is_one_line_on_a_real_stderr(env, model):
     """nibabel logs (to its own stderr handler) before "fixing" a zero pixdim: the console script prints only ours."""
     bad = raw_nifti(env["bad"] / "zero.nii.gz", _phantom(), pixdim={1: 0.0}, qform_code=0, sform_code=0)
-    done = subprocess.run([sys.executable, "-m", "medtrans.cli", "translate", str(bad), str(env["out"] / "o.nii.gz"),
+    done = subprocess.run([sys.executable, "-m", "medtrans", "translate", str(bad), str(env["out"] / "o.nii.gz"),
                            "--model", str(model), "--no-progress"], capture_output=True, encoding="utf-8", cwd=REPO)
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"medtrans translate: error: {bad}: header voxel spacing (pixdim)"), done.stderr

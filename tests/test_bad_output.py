@@ -25,7 +25,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 import medtrans.io
-from medtrans.cli import main
+from medtrans.commands.cli import main
 from medtrans.errors import InputError
 from medtrans.io import atomic_write_many, check_outputs, remove_stale_partials
 from medtrans.model import TranslationModel, save_generator
@@ -213,7 +213,7 @@ def slow(obj, path, *args, **kwargs):
         time.sleep(120)
 
 {module}.{function} = slow
-from medtrans.cli import main
+from medtrans.commands.cli import main
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -320,7 +320,7 @@ def _fail_on_call(monkeypatch, target, name: str, n: int) -> None:
     monkeypatch.setattr(target, name, failing)
 
 
-@pytest.mark.parametrize("target,name,n", [(medtrans.io.volumes.nib, "save", 3), (medtrans.io.outputs.os, "replace", 2),
+@pytest.mark.parametrize("target,name,n", [(medtrans.io.outputs.nib, "save", 3), (medtrans.io.outputs.os, "replace", 2),
                                            (medtrans.io.outputs.os, "replace", 4)])
 def test_a_translation_and_its_maps_appear_together_or_not_at_all(env, capsys, monkeypatch, target, name, n):
     out = env["out"]

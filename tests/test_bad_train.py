@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from medtrans import defaults
-from medtrans.cli import build_parser, main
+from medtrans.commands.cli import build_parser, main
 from medtrans.data.preprocessing import Preprocessing, prepare
 from medtrans.errors import DivergenceError, InputError, MedtransError
 from medtrans.io import read_volume

@@ -3,13 +3,13 @@ import subprocess
 import sys
 
 import medtrans
-from medtrans.cli import main
+from medtrans.commands.cli import main
 
 
 def test_version_and_help_exit_codes(capsys):
     assert main([]) == 2
     assert "usage: medtrans" in capsys.readouterr().out
-    out = subprocess.run([sys.executable, "-m", "medtrans.cli", "--version"], capture_output=True, encoding="utf-8", check=True)
+    out = subprocess.run([sys.executable, "-m", "medtrans", "--version"], capture_output=True, encoding="utf-8", check=True)
     assert out.stdout.strip() == f"medtrans {medtrans.__version__}"
 
 
@@ -23,7 +23,7 @@ def test_nifti_work_needs_neither_torchio_nor_simpleitk(tmp_path, synthetic_brai
 import sys
 sys.modules["torchio"] = None       # importing either now raises ImportError
 sys.modules["SimpleITK"] = None
-from medtrans.cli import main
+from medtrans.commands.cli import main
 assert main(["train", "--method", "nec", "--data-a", "{a}", "--data-b", "{b}", "--output", "{tmp_path / 'run'}",
              "--patch-size", "48", "48", "48", "--iterations", "2", "--tracking", "none", "--no-progress"]) == 0
 assert main(["translate", "{a / 's1.nii'}", "{tmp_path / 'out.nii.gz'}", "--model", "{tmp_path / 'run' / 'generator.pt'}",
@@ -36,7 +36,7 @@ assert main(["translate", "{a / 's1.nii'}", "{tmp_path / 'out.nii.gz'}", "--mode
 
 def test_help_does_not_load_torch_and_shows_defaults():
     """Every command's help prints on an ASCII-only terminal (LC_ALL=C without UTF-8 mode) without importing torch."""
-    script = ("import sys\nfrom medtrans.cli import build_parser, main\nparser = build_parser()\n"
+    script = ("import sys\nfrom medtrans.commands.cli import build_parser, main\nparser = build_parser()\n"
               "assert 'torch' not in sys.modules, 'the command line imported torch'\n"
               "for command in ('demo', 'translate', 'evaluate', 'train'):\n"
               "    try:\n        main([command, '--help'])\n    except SystemExit as done:\n"

@@ -3,8 +3,8 @@ import pytest
 
 pytest.importorskip("nilearn", reason="the 'demo' extra is not installed")
 
-import medtrans.demo as demo  # noqa: E402
-from medtrans.cli import main  # noqa: E402
+import medtrans.commands.demo as demo  # noqa: E402
+from medtrans.commands.cli import main  # noqa: E402
 
 
 @pytest.mark.slow

@@ -4,12 +4,25 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from medtrans.commands.cli import main
 
-from medtrans.cli import main
 from medtrans.errors import InputError
-from medtrans.evaluate import EvaluationProtocol, evaluate_pair, evaluate_paths, summarize
+from medtrans.evaluate import (
+    EvaluationProtocol,
+    evaluate_pair,
+    evaluate_paths,
+    summarize,
+)
 from medtrans.io import Volume
-from medtrans.metrics import checkerboard, high_frequency_fraction, mae, nyquist_fraction, psnr, ssim, texture
+from medtrans.metrics import (
+    checkerboard,
+    high_frequency_fraction,
+    mae,
+    nyquist_fraction,
+    psnr,
+    ssim,
+    texture,
+)
 
 
 def _volume(data, affine=None, name="v.nii.gz"):
@@ -202,7 +215,8 @@ def within_mm(body, radius_mm, spacing_mm):
 
 
 def test_body_mask_from_the_ct_is_the_body_dilated():
-    from medtrans.evaluate import BODY_DILATION_MM, body_mask
+    from medtrans.defaults import BODY_DILATION_MM
+    from medtrans.synthrad import body_mask
 
     ct, body, _, affine = ct_phantom()
     mask = body_mask(ct, (2.0, 2.0, 2.0))
@@ -220,7 +234,7 @@ def test_body_mask_from_the_ct_is_the_body_dilated():
 
 
 def test_synthrad_metrics_have_known_answers():
-    from medtrans.evaluate import SynthradProtocol, evaluate_synthrad_pair
+    from medtrans.synthrad import SynthradProtocol, evaluate_synthrad_pair
 
     ct, body, bone, affine = ct_phantom()
     target = _volume(ct, affine, "ct.nii.gz")
@@ -247,7 +261,7 @@ def test_synthrad_metrics_have_known_answers():
 
 def test_synthrad_clips_both_volumes_to_the_hu_range_for_psnr_and_ms_ssim_not_mae():
     """As SynthRAD's evaluation code: PSNR and MS-SSIM see both volumes clipped to [-1024, 3000] HU, MAE the HU."""
-    from medtrans.evaluate import body_mask, evaluate_synthrad_pair
+    from medtrans.synthrad import body_mask, evaluate_synthrad_pair
 
     ct, body, bone, affine = ct_phantom()
     dense = np.where(bone, 3500.0, ct).astype(np.float32)  # metal-dense bone in the target...

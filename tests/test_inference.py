@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from medtrans.cli import main
+from medtrans.commands.cli import main
 from medtrans.data.intensity import fit_intensity
 from medtrans.inference import InferenceSettings, Translator
 from medtrans.io import Volume, read_volume

@@ -51,7 +51,8 @@ def heads(tmp_path_factory):
 @needs_nilearn
 def test_synthetic_heads_are_paired_mr_and_ct_in_hu(heads):
     from medtrans.datasets import CT_HU
-    from medtrans.evaluate import BODY_DILATION_MM, body_mask
+    from medtrans.defaults import BODY_DILATION_MM
+    from medtrans.synthrad import body_mask
     from tests.test_evaluate import within_mm
 
     for folder in ("A", "B"):
@@ -94,7 +95,7 @@ def _run_line(line: str) -> None:
         options = {words[i][2:]: value(words[i + 1]) for i in range(4, len(words), 2)}
         run(**{**options, **TINY})
     elif words[0] == "medtrans":
-        from medtrans.cli import main
+        from medtrans.commands.cli import main
 
         assert main(words[1:]) == 0, line
     else:

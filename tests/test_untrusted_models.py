@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from medtrans.cli import main
+from medtrans.commands.cli import main
 from medtrans.model import TranslationModel
 from medtrans.networks.registry import build_network
 from tests.conftest import REPO

@@ -116,7 +116,7 @@ def _add_demo(subparsers: argparse._SubParsersAction, common: argparse.ArgumentP
                    "so a busy machine gives the same result, only later)")
     p.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
-    p.set_defaults(run="medtrans.demo:run_demo_command")
+    p.set_defaults(run="medtrans.commands.demo:run_demo_command")
 
 
 def _add_train(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -160,7 +160,7 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
                    help="method options as JSON values, e.g. lambda_ngf=10 'discriminator={\"num_scales\": 1}' "
                    "(docs/methods.md lists each method's options)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
-    p.set_defaults(run="medtrans.engine.command:run_train")
+    p.set_defaults(run="medtrans.commands.train:run_train")
 
 
 def _add_translate(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -198,7 +198,7 @@ def _add_translate(subparsers: argparse._SubParsersAction, common: argparse.Argu
                    "See docs/inference.md")
     p.add_argument("--faithfulness-eps", type=_positive_float, default=defaults.FAITHFULNESS_EPS, help="epsilon of the faithfulness maps, normalised units")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(run="medtrans.inference:run_translate")
+    p.set_defaults(run="medtrans.commands.translate:run_translate")
 
 
 def _add_evaluate(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -231,7 +231,7 @@ def _add_evaluate(subparsers: argparse._SubParsersAction, common: argparse.Argum
                    help="with --protocol synthrad: the HU range PSNR and MS-SSIM clip both volumes to; its width is "
                    "PSNR's data range (default: -1024 3000; SynthRAD 2025's later code uses -1024 3071)")
     p.add_argument("--csv", type=Path, help="write the per-subject table here (and the summary to <stem>_summary.csv)")
-    p.set_defaults(run="medtrans.evaluate:run_evaluate")
+    p.set_defaults(run="medtrans.commands.evaluate:run_evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,9 +14,19 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import torch
-from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+from nibabel.orientations import (
+    apply_orientation,
+    axcodes2ornt,
+    io_orientation,
+    ornt_transform,
+)
 
-from medtrans.data.intensity import AffineIntensity, background_value, fit_intensity, validate_spec
+from medtrans.data.intensity import (
+    AffineIntensity,
+    background_value,
+    fit_intensity,
+    validate_spec,
+)
 from medtrans.defaults import MAX_VOXELS
 from medtrans.errors import InputError
 from medtrans.io import Volume

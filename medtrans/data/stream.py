@@ -15,11 +15,7 @@ Patches with one side of 1 (e.g. ``(128, 128, 1)``) are 2D slices, returned with
 
 from __future__ import annotations
 
-import atexit
 import logging
-import queue
-import threading
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,11 +28,12 @@ import torch
 
 from medtrans import defaults
 from medtrans.data.intensity import foreground_mask
+from medtrans.data.prefetch import Prefetcher
+from medtrans.data.preprocessing import Preprocessing, prepare
 from medtrans.data.sources import ImageRecord, list_domain, pair_domains
 from medtrans.distributed import rank_and_world
 from medtrans.errors import InputError
 from medtrans.io import is_nifti, read_mask, read_volume
-from medtrans.data.preprocessing import Preprocessing, prepare
 
 __all__ = ["SAMPLER_TYPES", "CachedVolume", "PatchConfig", "TrainStream", "patch_spatial_dims"]
 
@@ -236,7 +233,7 @@ class TrainStream:
                 "b": self._cache("B", self._shard([{"b": r} for r in records_b]), pre),
             }
         self._next = 0
-        self._worker: _Prefetcher | None = None
+        self._worker: Prefetcher | None = None
 
     # -- loading --------------------------------------------------------------------------------------------------
     def _shard(self, subjects: list[dict[str, ImageRecord]]) -> list[dict[str, ImageRecord]]:
@@ -306,7 +303,7 @@ class TrainStream:
             batch = self.batch(self._next)
         else:
             if self._worker is None:
-                self._worker = _Prefetcher(self, self._next)
+                self._worker = Prefetcher(self, self._next)
             batch = self._worker.get()
         self._next += 1
         return batch
@@ -353,57 +350,6 @@ class TrainStream:
         low, high = np.mean([v.ranges["b"] for v in volumes], axis=0)
         return {"type": "window", "low": float(low), "high": float(high),
                 "background": float(np.median([v.backgrounds["b"] for v in volumes]))}
-
-
-_LIVE: weakref.WeakSet = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_prefetchers() -> None:
-    """Stop prefetch threads before the interpreter finalises (a daemon thread still inside torch then would abort)."""
-    for prefetcher in list(_LIVE):
-        prefetcher.stop()
-
-
-class _Prefetcher:
-    """A daemon thread putting batches ``start, start + 1, ...`` of a stream into a bounded queue."""
-
-    def __init__(self, stream: TrainStream, start: int) -> None:
-        self.stream = stream
-        self.queue: queue.Queue = queue.Queue(maxsize=stream.config.prefetch)
-        self.stopped = threading.Event()
-        self.pin = torch.cuda.is_available()
-        self.thread = threading.Thread(target=self._run, args=(start,), daemon=True, name="medtrans-prefetch")
-        self.thread.start()
-        _LIVE.add(self)
-
-    def _run(self, index: int) -> None:
-        while not self.stopped.is_set():
-            try:
-                batch = self.stream.batch(index)
-                if self.pin:
-                    batch = {k: v.pin_memory() for k, v in batch.items()}
-            except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
-                batch = err
-            while not self.stopped.is_set():
-                try:
-                    self.queue.put(batch, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(batch, BaseException):
-                return
-            index += 1
-
-    def get(self) -> dict[str, torch.Tensor]:
-        batch = self.queue.get()
-        if isinstance(batch, BaseException):
-            raise batch
-        return batch
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.thread.join()
 
 
 def _preprocessing(value: Preprocessing | Mapping[str, Any] | None) -> Preprocessing:

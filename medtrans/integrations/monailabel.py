@@ -25,7 +25,13 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from medtrans.defaults import BLEND_MODES, FAITHFULNESS_EPS, PRECISION_TYPES
 from medtrans.errors import MedtransError, ModelError
-from medtrans.inference import SETTINGS_2D, SETTINGS_3D, InferenceSettings, Translator, faithfulness_paths
+from medtrans.inference import (
+    SETTINGS_2D,
+    SETTINGS_3D,
+    InferenceSettings,
+    Translator,
+    faithfulness_paths,
+)
 from medtrans.model import TranslationModel, load_model
 
 __all__ = ["RESULT_TYPES", "TranslationInferTask", "find_models"]

@@ -1,6 +1,6 @@
 """What a command writes: never one of its inputs, never half a result. Outputs are checked before any work
 starts, written through temporaries renamed into place (several files together or none), and temporaries a killed
-run left behind are recognised and removed."""
+run left behind are recognised and removed. NIfTI results are written like the volume they were computed from."""
 
 from __future__ import annotations
 
@@ -18,11 +18,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 
 from medtrans.errors import InputError
+from medtrans.io.volumes import Volume
 
-
-__all__ = ["atomic_write", "atomic_write_many", "check_outputs", "check_writable", "remove_stale_partials"]
+__all__ = ["atomic_write", "atomic_write_many", "check_outputs", "check_writable", "nifti_like", "remove_stale_partials",
+           "write_volume", "write_volumes"]
 
 
 def check_writable(path: str | Path) -> Path:
@@ -298,3 +301,46 @@ def _remove(path: str | Path | None) -> None:
     if path is not None and os.path.lexists(path):
         with contextlib.suppress(OSError):
             os.remove(path)
+
+
+def nifti_like(data: np.ndarray, like: Volume, description: str = "") -> nib.Nifti1Image:
+    """``data`` as a float32 NIfTI image with exactly ``like``'s shape and affine, and its header's qform/sform codes
+    (the scanner / aligned / MNI meaning clinical pipelines read); codes 1 (scanner) for DICOM input.
+
+    Raises:
+        ValueError: if ``data`` does not have ``like``'s shape.
+    """
+    if data.shape != like.data.shape:
+        raise ValueError(f"result shape {data.shape} differs from the input's {like.data.shape}")
+    header = like.header.copy() if like.header is not None else None
+    image = nib.Nifti1Image(np.asarray(data, dtype=np.float32), like.affine, header)
+    image.set_data_dtype(np.float32)
+    image.header.set_slope_inter(1.0, 0.0)
+    qform_code, sform_code = (int(like.header["qform_code"]), int(like.header["sform_code"])) if like.header is not None else (1, 1)
+    image.set_qform(like.affine, code=qform_code)
+    image.set_sform(like.affine, code=sform_code)
+    if description:
+        image.header["descrip"] = description[:79].encode()
+    return image
+
+
+def write_volume(path: str | Path, data: np.ndarray, like: Volume, description: str = "") -> Path:
+    """Write ``data`` as :func:`nifti_like` ``like``, atomically.
+
+    Raises:
+        ValueError: if ``data`` does not have ``like``'s shape.
+        InputError: naming ``path``, when it cannot be written.
+    """
+    return write_volumes([(path, data, description)], like)[0]
+
+
+def write_volumes(volumes: Sequence[tuple[str | Path, np.ndarray, str]], like: Volume) -> list[Path]:
+    """Write several ``(path, data, description)`` volumes as :func:`nifti_like` ``like``: all of them or none
+    (:func:`atomic_write_many`).
+
+    Raises:
+        ValueError: if a ``data`` does not have ``like``'s shape.
+        InputError: naming the path, when one cannot be written.
+    """
+    images = [(path, nifti_like(data, like, description)) for path, data, description in volumes]
+    return atomic_write_many([(path, lambda tmp, image=image: nib.save(image, tmp)) for path, image in images])

@@ -21,10 +21,7 @@ from nibabel.openers import ImageOpener
 from medtrans.defaults import MAX_VOXELS
 from medtrans.errors import InputError
 
-from medtrans.io.outputs import atomic_write_many
-
-__all__ = ["NIFTI_SUFFIXES", "Volume", "check_input", "is_dicom_dir", "is_nifti", "list_folder", "nifti_like", "read_mask",
-           "read_volume", "write_volume", "write_volumes"]
+__all__ = ["NIFTI_SUFFIXES", "Volume", "check_input", "check_same_grid", "is_dicom_dir", "is_nifti", "list_folder", "read_mask", "read_volume"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -49,6 +46,11 @@ class Volume:
     def spacing(self) -> tuple[float, ...]:
         """Voxel size in mm along each array axis."""
         return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+
+    @property
+    def axial_axis(self) -> int:
+        """The array axis closest to superior–inferior (the one axial slices are taken across)."""
+        return int(np.argmax(np.abs(np.asarray(self.affine)[2, :3])))
 
 
 def is_nifti(path: str | Path) -> bool:
@@ -340,44 +342,19 @@ def _first_line(err: BaseException) -> str:
     return (text.splitlines()[0] if text else type(err).__name__)[:300]
 
 
-def nifti_like(data: np.ndarray, like: Volume, description: str = "") -> nib.Nifti1Image:
-    """``data`` as a float32 NIfTI image with exactly ``like``'s shape and affine, and its header's qform/sform codes
-    (the scanner / aligned / MNI meaning clinical pipelines read); codes 1 (scanner) for DICOM input.
+def check_same_grid(pred: Volume, target: Volume, mask: Volume | None = None) -> None:
+    """Refuse a target or mask whose shape or affine differs from the prediction's (scores compare voxel by voxel).
 
     Raises:
-        ValueError: if ``data`` does not have ``like``'s shape.
+        InputError: naming the volume that differs.
     """
-    if data.shape != like.data.shape:
-        raise ValueError(f"result shape {data.shape} differs from the input's {like.data.shape}")
-    header = like.header.copy() if like.header is not None else None
-    image = nib.Nifti1Image(np.asarray(data, dtype=np.float32), like.affine, header)
-    image.set_data_dtype(np.float32)
-    image.header.set_slope_inter(1.0, 0.0)
-    qform_code, sform_code = (int(like.header["qform_code"]), int(like.header["sform_code"])) if like.header is not None else (1, 1)
-    image.set_qform(like.affine, code=qform_code)
-    image.set_sform(like.affine, code=sform_code)
-    if description:
-        image.header["descrip"] = description[:79].encode()
-    return image
-
-
-def write_volume(path: str | Path, data: np.ndarray, like: Volume, description: str = "") -> Path:
-    """Write ``data`` as :func:`nifti_like` ``like``, atomically.
-
-    Raises:
-        ValueError: if ``data`` does not have ``like``'s shape.
-        InputError: naming ``path``, when it cannot be written.
-    """
-    return write_volumes([(path, data, description)], like)[0]
-
-
-def write_volumes(volumes: Sequence[tuple[str | Path, np.ndarray, str]], like: Volume) -> list[Path]:
-    """Write several ``(path, data, description)`` volumes as :func:`nifti_like` ``like``: all of them or none
-    (:func:`atomic_write_many`).
-
-    Raises:
-        ValueError: if a ``data`` does not have ``like``'s shape.
-        InputError: naming the path, when one cannot be written.
-    """
-    images = [(path, nifti_like(data, like, description)) for path, data, description in volumes]
-    return atomic_write_many([(path, lambda tmp, image=image: nib.save(image, tmp)) for path, image in images])
+    for other in (target, mask):
+        if other is None:
+            continue
+        if other.data.shape != pred.data.shape:
+            raise InputError(other.path, f"shape {other.data.shape} differs from the prediction {pred.path}'s "
+                                         f"{pred.data.shape}; shape and affine must be identical (resample first)")
+        if not np.allclose(other.affine, pred.affine, atol=1e-3):
+            fmt = lambda a: np.array2string(np.asarray(a)[:3], precision=3, suppress_small=True, separator=",").replace("\n", "")  # noqa: E731
+            raise InputError(other.path, f"affine {fmt(other.affine)} differs from the prediction {pred.path}'s "
+                                         f"{fmt(pred.affine)}; shape and affine must be identical (resample first)")

@@ -14,7 +14,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 
 from medtrans.model import load_model
-from tests.conftest import REPO, shared_file
+from tests.conftest import REPO, synthetic_nii, synthetic_pair
 
 BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").exists())
 BASE = REPO / "bundles" / "base" / "configs"
@@ -23,17 +23,18 @@ RESNET = {"channels": 4, "num_res_blocks": 1}
 TINY_G = {"pix2pix": UNET, "nec": UNET, "unit": {"channels": 4, "num_res_blocks": 2, "num_shared_blocks": 1}}
 PATCH_D = {"channels": 4, "num_layers": 2}
 TINY_D = {"nec": {**PATCH_D, "num_scales": 1}, "unit": {**PATCH_D, "num_scales": 1}}
-SPM = "spm-templates"
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """Two subjects per domain (SPM templates), paired by file name, so every bundle — pix2pix too — can use it."""
+def dataset(tmp_path_factory, synthetic_brains):
+    """Two synthetic subjects per domain (T1w in A, their T2w in B), paired by file name, so every bundle — pix2pix too
+    — can use it."""
     root = tmp_path_factory.mktemp("data")
-    for domain, files in {"A": ("canonical/avg152T1.nii", "OldNorm/T1.nii"), "B": ("canonical/avg152T2.nii", "OldNorm/T2.nii")}.items():
+    for domain in ("A", "B"):
         (root / domain).mkdir()
-        for subject, f in zip(("s1", "s2"), files):
-            shutil.copy(shared_file(f"{SPM}/{f}"), root / domain / f"{subject}.nii")
+    for i, subject in enumerate(("s1", "s2")):
+        for domain, path in zip(("A", "B"), synthetic_pair(synthetic_brains, f"test{i:02d}")):
+            synthetic_nii(path, root / domain / f"{subject}.nii")
     return root
 
 

@@ -2,8 +2,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medtrans.cli import main
-from medtrans.engine.command import parse_assignments
+from medtrans.commands.cli import main
+from medtrans.commands.train import parse_assignments
 from medtrans.errors import InputError
 from tests.conftest import synthetic_domains
 

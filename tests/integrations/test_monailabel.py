@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import requests
 
-from medtrans.cli import main
+from medtrans.commands.cli import main
 from medtrans.defaults import ROI_SIZE
 from medtrans.inference import translate_path
 from tests.conftest import REPO, shared_file, spm_template_domains

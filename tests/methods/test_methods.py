@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from medtrans.cli import main
+from medtrans.commands.cli import main
 from medtrans.data import ImageRecord, TrainStream, histogram_match_batch
 from medtrans.engine import TranslationTrainer, latest_checkpoint
 from medtrans.losses import invert_foreground

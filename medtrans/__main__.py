@@ -1,0 +1,7 @@
+"""``python -m medtrans``: the ``medtrans`` command."""
+
+import sys
+
+from medtrans.commands.cli import main
+
+sys.exit(main())

@@ -100,6 +100,10 @@ def discriminator_scales(spatial_dims: int, num_layers: int = DISCRIMINATOR_LAYE
     return scales
 
 
+# -- the start mapping ----------------------------------------------------------------------------------------------
+START_KNOTS = 34
+"""Knots of a start mapping (:mod:`medtrans.data.start`): the background and 33 foreground quantiles, 0.5 % to 99.5 %."""
+
 # -- evaluation -----------------------------------------------------------------------------------------------------
 NORMALIZATIONS = ("target", "each", "none")
 """How ``medtrans evaluate`` scales prediction and target before scoring (see :mod:`medtrans.evaluate`)."""

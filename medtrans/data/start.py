@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from medtrans.defaults import START_KNOTS
+
 __all__ = ["START_TYPES", "StartMapping", "estimate_start", "input_knots"]
 
 START_TYPES = ("auto", "same", "inverted", "none")
@@ -142,7 +144,7 @@ def _js(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def estimate_start(volumes_a: Sequence[tuple[np.ndarray, np.ndarray]], volumes_b: Sequence[tuple[np.ndarray, np.ndarray]],
-                   start_type: str = "auto", num_knots: int = 34, background: float = -1.0) -> StartMapping:
+                   start_type: str = "auto", num_knots: int = START_KNOTS, background: float = -1.0) -> StartMapping:
     """Choose (or build the forced) start mapping from unpaired volumes of both domains.
 
     Args:
@@ -150,7 +152,7 @@ def estimate_start(volumes_a: Sequence[tuple[np.ndarray, np.ndarray]], volumes_b
         volumes_b: the same for domain B.
         start_type: one of :data:`START_TYPES`.
         num_knots: knots of the piecewise-linear map: the background and ``num_knots - 1`` foreground quantiles
-            (:class:`~medtrans.networks.start.StartedGenerator`'s default holds 34).
+            (:data:`medtrans.defaults.START_KNOTS`, what a :class:`~medtrans.networks.start.StartedGenerator` holds).
         background: the normalised background value, mapped to itself.
 
     Raises:

@@ -24,6 +24,7 @@ from monai.networks.blocks import Convolution
 from monai.networks.nets import BasicUNet, UNet
 from torch import nn
 
+from medtrans.defaults import START_KNOTS
 from medtrans.errors import ModelError
 from medtrans.networks.discriminators import MultiResolutionDiscriminator, patchgan
 from medtrans.networks.generators import ResnetGenerator, UNetGenerator
@@ -54,7 +55,8 @@ def register_network(name: str, builder: Callable[..., nn.Module]) -> Callable[.
     return builder
 
 
-def started_generator(spatial_dims: int, generator: Mapping[str, Any], num_knots: int = 34) -> StartedGenerator:
+def started_generator(spatial_dims: int, generator: Mapping[str, Any], num_knots: int = START_KNOTS
+                      ) -> StartedGenerator:
     """A :class:`~medtrans.networks.start.StartedGenerator` from configs.
 
     Args:

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from medtrans.defaults import START_KNOTS
+
 __all__ = ["PiecewiseLinear", "StartedGenerator"]
 
 
@@ -70,7 +72,7 @@ class StartedGenerator(nn.Module):
         num_knots: knots of the start mapping (the background and the foreground quantiles).
     """
 
-    def __init__(self, spatial_dims: int, network: nn.Module, num_knots: int = 34) -> None:
+    def __init__(self, spatial_dims: int, network: nn.Module, num_knots: int = START_KNOTS) -> None:
         super().__init__()
         if isinstance(network, StartedGenerator):
             raise TypeError("a StartedGenerator cannot wrap another")

@@ -29,7 +29,8 @@ code draws N(0, 0.02), ``--set init_type=normal``). For CUT also the CUT reposit
 (``downsample_type="blurpool"`` in G and D, ``upsample_type="linear"``) and its PatchNCE layers (input, both
 downsamplings, the first and fifth residual blocks). Differences that remain: 1 input channel (the reference loader
 makes 3 from the gray PNGs), no resize-to-286 / random crop to 256 / flips (the reference's augmentation); CycleGAN
-keeps strided and transposed convolutions (the setting measured against the public code, docs/benchmarks.md).
+keeps strided and transposed convolutions (the setting measured against the public code: docs/notes.md, "Against
+the public code").
 """
 
 from __future__ import annotations

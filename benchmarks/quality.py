@@ -11,7 +11,8 @@ Tasks (../shared/data, or $MEDTRANS_SHARED_DATA):
 
 Splits — subject-disjoint: the test subject is never seen, in either domain:
 - ``two``: the other subjects, sorted, alternate between domain A (their T1 / T1c) and domain B (their T2 / FLAIR),
-  so A and B come from different patients and both mix the datasets (../shared/notes/baselines.md's split).
+  so A and B come from different patients and both mix the datasets (the split the public CUT/CycleGAN baselines were
+  measured on).
 - ``all-but-one``: A = the T1s of every other subject, B = their T2s, used unpaired (batches draw A and B
   independently).
 pix2pix, the paired baseline, always trains on both contrasts of every other subject, paired.

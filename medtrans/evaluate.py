@@ -8,7 +8,7 @@ Protocol (documented in docs/evaluation.md):
 3. Intensity normalisation with a *fixed, documented* data range — never inferred from the prediction:
    ``target`` (default): both volumes scaled by the target's 1st–99th percentiles inside the mask to [0, 1] and
    clipped, data range 1; ``each``: each volume by its own mask percentiles (the protocol of the NEC paper and of
-   docs/benchmarks.md's reference protocol), data range 1; ``none``: raw values with ``--data-range`` given.
+   the 2D anchor protocol of docs/results.md), data range 1; ``none``: raw values with ``--data-range`` given.
 4. PSNR, SSIM (3D; and 2D per axial slice of the RAS volume, averaged over slices with mask voxels) and MAE inside the
    mask (or the whole volume), and ``texture``: the prediction's fine texture relative to the target's (the share of
    its variance a Gaussian of 1 voxel removes, over the target's; 1 = as much, above 1 = speckle the target lacks),

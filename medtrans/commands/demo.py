@@ -23,7 +23,7 @@ __all__ = ["REFERENCE_SPEED", "run_demo", "run_demo_command"]
 NEC_2D = {"generator": {"channels": [32, 64, 128, 256], "strides": [2, 2, 2]},
           "discriminator": {"channels": 32, "num_layers": 3, "num_scales": 2}, "lambda_ngf": 10.0}
 REFERENCE_SPEED = 6.4
-"""Training iterations per second of the demo on the machine its time was measured on (2 cores, docs/benchmarks.md)."""
+"""Training iterations per second of the demo on the machine its time was measured on (2 cores, docs/results.md)."""
 REFERENCE_OTHER_SECONDS = 20.0
 """Time of the demo's other steps (dataset, translation, scoring, montage) on that machine."""
 PROGRESS_EVERY = 250

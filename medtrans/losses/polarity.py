@@ -26,8 +26,8 @@ class PolarityLoss(nn.Module):
 
     The structure losses (NGF, LNCC, MI) score a translation and its inverse alike, but not the outputs between them,
     whose edges have faded: a generator that has to turn T1 contrast into T2 contrast must cross that ridge, and
-    when it does is up to chance (docs/benchmarks.md). Stated for the first iterations only (a structure loss with
-    ``"cooldown": [start, end]``), this term starts the generator at the contrast the user knows the target has, and
+    when it does is up to chance (docs/notes.md, "What did not help"). Stated for the first iterations only (a
+    structure loss with ``"cooldown": [start, end]``), this term starts the generator at the contrast the user knows the target has, and
     leaves the rest to the other losses. It is a prior, not a translation: its weight must fall to 0.
 
     Args:

@@ -23,7 +23,7 @@ class NEC(TranslationMethod):
     free to invert T1 into T2 while edges must stay where the source has them. λ_NGF = 1 is medtrans's default
     (configurable). When a run crosses from the source's contrast to the inverse is left to chance, though; for T1→T2,
     ``structure_losses=[{"type": "polarity", "weight": 10, "cooldown": [0, 200]}, {"type": "mi"}]`` starts it there
-    and keeps it (``bundles/nec/configs/t1_t2.yaml``; docs/benchmarks.md).
+    and keeps it (``bundles/nec/configs/t1_t2.yaml``; docs/notes.md, "A polarity prior, then mutual information").
 
     Args:
         spatial_dims: 2 or 3.
@@ -34,7 +34,7 @@ class NEC(TranslationMethod):
         lambda_gan: λ_GAN.
         init_type: weight initialisation; by default each network keeps its own (PyTorch's for MONAI's U-Net, N(0, 0.02)
             from MONAI's PatchDiscriminator): with the U-Net at N(0, 0.02) too, as in the reference code, NEC 3D did
-            not flip T1 into T2 within 2,000 iterations (docs/benchmarks.md).
+            not flip T1 into T2 within 2,000 iterations (docs/notes.md, "Initialisation and upsampling").
         **kwargs: :class:`TranslationMethod` options.
     """
 

@@ -27,7 +27,7 @@ class Pix2Pix(TranslationMethod):
         lambda_l1: weight of the L1 term.
         init_type: weight initialisation; by default each network keeps its own (PyTorch's for MONAI's U-Net, N(0, 0.02)
             from MONAI's PatchDiscriminator): with the U-Net at N(0, 0.02) too, as in the reference code, NEC 3D did
-            not flip T1 into T2 within 2,000 iterations (docs/benchmarks.md).
+            not flip T1 into T2 within 2,000 iterations (docs/notes.md, "Initialisation and upsampling").
         **kwargs: :class:`TranslationMethod` options (lr, precision, structure_losses, ...).
     """
 

@@ -34,7 +34,7 @@ class SeSim(TranslationMethod):
     Defaults: ``variant="fsesim"`` with the cosine loss, λ_S = 1, 256 patches, window 32 in 2D / 8 in 3D; LSGAN;
     Adam 2e-4, β₁ = 0.5. The reference code's λ_S = 10 weighs its VGG features; against the random features above it
     let the self-similarity term outweigh the discriminator, and FSeSim's generator covered its output with a grid
-    (docs/benchmarks.md); at λ_S = 1 it learned the T1→T2 flip without one.
+    (docs/notes.md, "What the longer runs showed"); at λ_S = 1 it learned the T1→T2 flip without one.
 
     Args:
         spatial_dims: 2 or 3.

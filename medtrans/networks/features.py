@@ -73,7 +73,8 @@ class ConvFeatures(FeatureExtractor):
     Why the blur: random filters respond to the 2-voxel period as strongly as to anatomy, and the LeakyReLUs and strided
     convolutions fold a grid's modulation back into coarse features. Without it, a checkerboard whose amplitude
     follows the source matches the source's self-similarity better than the real target contrast does, and FSeSim's
-    generator learned exactly that (docs/benchmarks.md). The blur has no gain at that period, so no grid reaches it.
+    generator learned exactly that (docs/notes.md, "What the longer runs showed"). The blur has no gain at that period,
+    so no grid reaches it.
 
     Args:
         spatial_dims: 2 or 3.

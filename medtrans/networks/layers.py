@@ -216,7 +216,8 @@ def subpixel_upsample(spatial_dims: int, in_channels: int, out_channels: int, sc
     A 3-wide convolution makes ``scale_factor ** spatial_dims`` output channels per channel, which the pixel shuffle
     spreads over the finer grid. ICNR gives every sub-voxel position the same kernel and the bias starts at 0, so at
     initialisation the layer is a convolution followed by nearest-neighbour resizing: no checkerboard, and no shift.
-    Training is free to untie the kernels, and adversarial training can teach it a grid (docs/benchmarks.md).
+    Training is free to untie the kernels, and adversarial training can teach it a grid (docs/notes.md, "What did not
+    help").
     Aitken et al.'s pad-and-average blur is left out: it moves each upsampled map by half of a fine voxel, which in a
     U-Net displaces the decoder against the skip connections. :func:`medtrans.networks.init.init_weights` keeps ICNR
     whatever ``init_type`` draws the kernel.

@@ -102,7 +102,8 @@ def discriminator_scales(spatial_dims: int, num_layers: int = DISCRIMINATOR_LAYE
 
 # -- the start mapping ----------------------------------------------------------------------------------------------
 START_KNOTS = 34
-"""Knots of a start mapping (:mod:`medtrans.data.start`): the background and 33 foreground quantiles, 0.5 % to 99.5 %."""
+"""Knots of a start mapping (:mod:`medtrans.data.start`): the background and 33 foreground quantiles (0.5 % to
+99.5 %)."""
 
 # -- evaluation -----------------------------------------------------------------------------------------------------
 NORMALIZATIONS = ("target", "each", "none")

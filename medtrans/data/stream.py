@@ -1,9 +1,10 @@
 """Training batches from memory: domains → validated, preprocessed volumes held in memory → patches cut by a thread.
 
 Every training volume is read with :func:`medtrans.io.read_volume` (the checks of ``translate`` and ``evaluate``) and
-preprocessed with :func:`medtrans.data.preprocessing.prepare` (the path inference takes) exactly once, by ``num_workers``
-threads, within a memory budget checked before anything is read. Patches are then sliced out of memory by a background
-thread that keeps ``prefetch`` batches ready (in pinned memory when CUDA is available) while the step runs.
+preprocessed with :func:`medtrans.data.preprocessing.prepare` (the path inference takes) exactly once, by
+``num_workers`` threads, within a memory budget checked before anything is read. Patches are then sliced out of memory
+by a background thread (:class:`~medtrans.data.prefetch.Prefetcher`) that keeps ``prefetch`` batches ready (in pinned
+memory when CUDA is available) while the step runs.
 
 Batch ``i`` is a function of ``(seed, rank, i)`` alone: its random generator is seeded with those numbers. So the
 batches do not depend on the number of workers, on the prefetch thread, or on what the training step draws, and a run

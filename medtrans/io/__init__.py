@@ -1,4 +1,5 @@
-"""Files in and out: validated volumes in (:mod:`medtrans.io.volumes`), results out, safely (:mod:`medtrans.io.outputs`)."""
+"""Files in and out: validated volumes in (:mod:`medtrans.io.volumes`), results out, safely
+(:mod:`medtrans.io.outputs`)."""
 
 from medtrans.io.outputs import (
     atomic_write,
@@ -22,6 +23,6 @@ from medtrans.io.volumes import (
     read_volume,
 )
 
-__all__ = ["NIFTI_SUFFIXES", "Volume", "atomic_write", "atomic_write_many", "check_input", "check_outputs", "check_same_grid",
-           "check_writable", "is_dicom_dir", "is_nifti", "list_folder", "nifti_like", "read_mask", "read_volume",
+__all__ = ["NIFTI_SUFFIXES", "Volume", "atomic_write", "atomic_write_many", "check_input", "check_outputs",
+           "check_same_grid", "check_writable", "is_dicom_dir", "is_nifti", "list_folder", "nifti_like", "read_mask", "read_volume",
            "remove_stale_partials", "write_volume", "write_volumes"]

@@ -24,8 +24,8 @@ import numpy as np
 from medtrans.errors import InputError
 from medtrans.io.volumes import Volume
 
-__all__ = ["atomic_write", "atomic_write_many", "check_outputs", "check_writable", "nifti_like", "remove_stale_partials",
-           "write_volume", "write_volumes"]
+__all__ = ["atomic_write", "atomic_write_many", "check_outputs", "check_writable", "nifti_like",
+           "remove_stale_partials", "write_volume", "write_volumes"]
 
 
 def check_writable(path: str | Path) -> Path:

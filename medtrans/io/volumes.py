@@ -21,7 +21,8 @@ from nibabel.openers import ImageOpener
 from medtrans.defaults import MAX_VOXELS
 from medtrans.errors import InputError
 
-__all__ = ["NIFTI_SUFFIXES", "Volume", "check_input", "check_same_grid", "is_dicom_dir", "is_nifti", "list_folder", "read_mask", "read_volume"]
+__all__ = ["NIFTI_SUFFIXES", "Volume", "check_input", "check_same_grid", "is_dicom_dir", "is_nifti", "list_folder",
+           "read_mask", "read_volume"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 

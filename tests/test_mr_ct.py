@@ -19,8 +19,12 @@ WINDOW = {"type": "window", "low": -1024, "high": 3000}
 TINY = {"generator": {"channels": [4, 8], "strides": [2]}, "discriminator": {"channels": 4, "num_layers": 2},
         "patch_size": [32, 32, 1], "batch_size": 2, "iterations": 2, "train#trainer#tracking": "none",
         "train#data#patch#num_workers": 0}
-"""Merged over the documented training line: the smallest networks and patches, 2 iterations, no TensorBoard, so the
+"""Merged over the documented bundle line: the smallest networks and patches, 2 iterations, no TensorBoard, so the
 example takes seconds (as tests/bundles/test_bundles.py shrinks the bundles)."""
+TINY_TRAIN = ["--set", 'generator={"channels": [4, 8], "strides": [2]}', 'discriminator={"channels": 4, "num_layers": 2}',
+              "--patch-size", "32", "32", "1", "--batch-size", "2", "--iterations", "2", "--tracking", "none",
+              "--workers", "0", "--no-progress", "--montage-interval", "0"]
+"""Added to the documented ``medtrans train`` line, for the same reason."""
 
 
 def test_the_window_mapping_returns_hu_to_float32_resolution():
@@ -71,9 +75,10 @@ def test_synthetic_heads_are_paired_mr_and_ct_in_hu(heads):
     assert (mask != within_mm(head, BODY_DILATION_MM, 4.0)).mean() < 1e-3
 
 
-def _documented_example() -> str:
-    text = (REPO / "docs" / "mr_to_ct.md").read_text()
-    return text.split("## The whole path on synthetic data", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+def _documented_blocks() -> list[list[str]]:
+    """The command blocks of docs/mr_to_ct.md's walk-through, each as its non-empty lines."""
+    text = (REPO / "docs" / "mr_to_ct.md").read_text().split("## The whole path on synthetic data", 1)[1]
+    return [[line for line in block.split("```", 1)[0].splitlines() if line.strip()] for block in text.split("```bash\n")[1:]]
 
 
 def _run_line(line: str) -> None:
@@ -97,7 +102,7 @@ def _run_line(line: str) -> None:
     elif words[0] == "medtrans":
         from medtrans.commands.cli import main
 
-        assert main(words[1:]) == 0, line
+        assert main(words[1:] + (TINY_TRAIN if words[1] == "train" else [])) == 0, line
     else:
         raise AssertionError(f"unexpected line in docs/mr_to_ct.md: {line}")
 
@@ -111,17 +116,20 @@ def test_the_documented_mr_to_ct_example_runs_end_to_end(tmp_path, monkeypatch, 
     for folder in ("base", "pix2pix"):
         shutil.copytree(REPO / "bundles" / folder, tmp_path / "bundles" / folder)
     monkeypatch.chdir(tmp_path)
-    lines = [line for line in _documented_example().splitlines() if line.strip()]
-    assert [shlex.split(line)[:2] for line in lines] == [["python", "-c"], ["python", "-m"], ["medtrans", "translate"],
+    lines, bundle = _documented_blocks()
+    assert [shlex.split(line)[:2] for line in lines] == [["python", "-c"], ["medtrans", "train"], ["medtrans", "translate"],
                                                          ["medtrans", "evaluate"]]
-    assert "bundles/pix2pix/configs/mr_ct.yaml" in lines[1] and "--protocol synthrad" in lines[3]
-    for line in lines:
+    assert "--intensity-b" in lines[1] and "--protocol synthrad" in lines[3]
+    assert len(bundle) == 1 and "bundles/pix2pix/configs/mr_ct.yaml" in bundle[0]
+    for line in [*lines, *bundle]:
         _run_line(line)
     printed = capsys.readouterr().out
 
-    # the translator records the CT window and maps back with it
-    model = load_model(tmp_path / "bundles" / "pix2pix")
-    assert model.target_intensity == {"type": "window", "low": -1024.0, "high": 3000.0, "background": -1024.0}
+    # the translators record the CT window and map back with it, trained from the command line or as a bundle
+    window = {"type": "window", "low": -1024.0, "high": 3000.0, "background": -1024.0}
+    assert load_model(tmp_path / "bundles" / "pix2pix").target_intensity == window
+    model = load_model(tmp_path / "mr_ct_run" / "generator.pt")
+    assert model.target_intensity == window
     source = read_volume(tmp_path / "mr_ct_data/test/A/test00.nii.gz")
     sct_image = nib.load(tmp_path / "sct/test00.nii.gz")
     sct = np.asarray(sct_image.dataobj, dtype=np.float32)
@@ -140,3 +148,34 @@ def test_the_documented_mr_to_ct_example_runs_end_to_end(tmp_path, monkeypatch, 
     assert all(math.isfinite(row[k]) for k in ("mae", "psnr", "ms_ssim"))
     assert 0 < row["mae"] < 4024 and 0 < row["ms_ssim"] <= 1
     assert "protocol (synthrad): MAE in HU; PSNR with data range 4024" in printed
+
+
+@pytest.mark.parametrize("value,names", [
+    ("window", ("--intensity-b", "not valid JSON")),
+    ('["window"]', ("--intensity-b", "expected a JSON object")),
+    ('{"type": "window", "low": NaN, "high": 3000}', ("--intensity-b", "expected a JSON object of finite values")),
+    ('{"type": "hounsfield"}', ("--intensity-b", "intensity type must be one of")),
+    ('{"type": "window", "low": 3000, "high": -1024}', ("--intensity-b", "window needs low < high")),
+    ('{"type": "window", "low": -1024}', ("--intensity-b", "needs ['high']")),
+])
+def test_a_bad_intensity_option_is_refused_before_anything_is_read(value, names, tmp_path, capsys):
+    from tests.conftest import refusal_line
+
+    for domain in ("a", "b"):
+        (tmp_path / domain).mkdir()
+    run = tmp_path / "run"
+    refusal_line(capsys, ["train", "--method", "pix2pix", "--data-a", tmp_path / "a", "--data-b", tmp_path / "b",
+                          "--output", run, "--intensity-b", value], names)
+    assert not run.exists()
+
+
+def test_resuming_with_another_intensity_mapping_is_refused():
+    from argparse import Namespace
+
+    from medtrans.commands.train import resume_conflict
+
+    stored = {"dims": 2, "intensity_b": '{"type": "window", "low": -1024, "high": 3000}'}
+    same = Namespace(method="pix2pix", dims=2, intensity_b='{"high": 3000, "type": "window", "low": -1024.0}')
+    assert resume_conflict(stored, same, {}) is None  # the same mapping, written another way
+    other = Namespace(method="pix2pix", dims=2, intensity_b=None)
+    assert "was trained with intensity_b=" in resume_conflict(stored, other, {})

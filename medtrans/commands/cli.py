@@ -132,6 +132,10 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
     p.add_argument("--masks-a", help="masks of domain A (folder/glob, matched by subject id)")
     p.add_argument("--masks-b", help="masks of domain B")
     p.add_argument("--output", required=True, type=Path, help="run folder")
+    for domain, example in (("a", "'{\"type\": \"zscore\"}'"), ("b", "'{\"type\": \"window\", \"low\": -1024, \"high\": 3000}' for CT")):
+        p.add_argument(f"--intensity-{domain}", metavar="JSON",
+                       help=f"domain {domain.upper()}'s intensity mapping onto [-1, 1], e.g. {example} (default: the "
+                       "foreground's 1st-99th percentiles; docs/data.md)")
     p.add_argument("--dims", type=int, choices=(2, 3), default=3, help="3: volumetric patches; 2: axial slices")
     p.add_argument("--patch-size", type=_positive_int, nargs=3, metavar=("X", "Y", "Z"),
                    help="default {} (3D) or {} (2D)".format(*(" ".join(map(str, defaults.PATCH_SIZE[d])) for d in (3, 2))))

@@ -28,9 +28,9 @@ from medtrans.io import check_outputs
 __all__ = ["check_method_options", "check_validation_pairs", "method_options", "parse_assignments", "resume_conflict",
            "run_train"]
 
-RESUME_SETTINGS = ("dims", "patch_size", "batch_size", "sampler", "seed")
+RESUME_SETTINGS = ("dims", "patch_size", "batch_size", "sampler", "seed", "intensity_a", "intensity_b")
 """Settings a resumed run must share with its checkpoint (besides the method and its ``--set`` options): they shape
-the networks or the batches. The rest (``--iterations``, intervals, ``--device``, ``--workers``...) may change."""
+the networks, the batches or the intensities the translator learns. The rest (``--iterations``, intervals, ``--device``, ``--workers``...) may change."""
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:
@@ -147,7 +147,36 @@ def _resolved(config: Any, key: str) -> Any:
         return list(config.get("patch_size") or defaults.PATCH_SIZE.get(dims, ()))
     if key == "batch_size":
         return config.get("batch_size") or defaults.BATCH_SIZE.get(dims)
+    if key.startswith("intensity_"):
+        try:
+            return intensity_spec(config.get(key), "--" + key.replace("_", "-"))
+        except InputError:
+            return config.get(key)
     return config.get(key)
+
+
+def intensity_spec(text: str | None, option: str) -> dict[str, Any] | None:
+    """A domain's intensity mapping from its JSON option (``None`` when not given: the default percentiles), checked
+    and completed with its defaults.
+
+    Raises:
+        InputError: naming ``option``, for text that is not a JSON object or not a valid mapping.
+    """
+    if text is None:
+        return None
+    from medtrans.data.intensity import validate_spec
+
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(option, f"{text!r} is not valid JSON ({err.msg} at character {err.pos})") from None
+    if not isinstance(spec, dict) or not _finite(spec):
+        raise InputError(option, f"expected a JSON object of finite values such as "
+                                 f"'{{\"type\": \"window\", \"low\": -1024, \"high\": 3000}}', got {text!r}")
+    try:
+        return validate_spec(spec)
+    except (TypeError, ValueError) as err:
+        raise InputError(option, str(err)) from None
 
 
 def resume_conflict(stored: Any, args: argparse.Namespace, options: dict[str, Any]) -> str | None:
@@ -318,6 +347,7 @@ def _train(args: argparse.Namespace) -> int:
     resolve_device(args.device)  # e.g. cuda:N for an N that torch does not see: refused before anything is read
     options = parse_assignments(args.set)
     check_method_options(args.method, options)
+    intensities = {d: intensity_spec(getattr(args, f"intensity_{d}"), f"--intensity-{d}") for d in ("a", "b")}
     if args.output.is_dir() and (found := latest_checkpoint(args.output)) is not None:
         state = read_checkpoint(found, args.method)  # a run of another method there cannot be resumed
         conflict = resume_conflict(state.get("config"), args, options)
@@ -352,7 +382,8 @@ def _train(args: argparse.Namespace) -> int:
                        {"patch_size": patch, "sampler_type": args.sampler, "num_workers": args.workers,
                         "memory_gb": args.memory_gb},
                        batch_size=batch_size, masks_a=args.masks_a, masks_b=args.masks_b, paired=method.paired,
-                       seed=args.seed)
+                       seed=args.seed, **{f"preprocessing_{d}": {"intensity": spec} for d, spec in intensities.items()
+                                          if spec is not None})
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("run", "debug")}
     trainer = TranslationTrainer(
         method, data, args.output, iterations=args.iterations, checkpoint_interval=args.checkpoint_interval,

@@ -24,12 +24,12 @@ import requests
 from medtrans.commands.cli import main
 from medtrans.defaults import ROI_SIZE
 from medtrans.inference import translate_path
-from tests.conftest import REPO, shared_file, spm_template_domains
+from tests.conftest import REPO, shared_file, synthetic_domains, synthetic_lps, synthetic_pair
 
 pytestmark = pytest.mark.xdist_group("monailabel")  # one server for the whole module
 
 LABEL_PYTHON = Path(os.environ.get("MEDTRANS_LABEL_PYTHON", REPO / ".venv-label" / "bin" / "python"))
-ROI = {"roi_size": "32,32,32", "overlap": 0.1}  # not the defaults; few windows on the 240x240x155 study
+ROI = {"roi_size": "32,32,32", "overlap": 0.1}  # not the defaults; few windows on the 98x116x94 study
 
 
 def _label_python() -> Path:
@@ -114,11 +114,11 @@ def _nifti(response: requests.Response, path: Path) -> nib.Nifti1Image:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory):
+def served(tmp_path_factory: pytest.TempPathFactory, synthetic_brains: Path):
     """A tiny 3D NEC model trained here, the sample app serving it, and reference translations."""
     python = _label_python()
     root = tmp_path_factory.mktemp("monailabel")
-    spm_template_domains(root)
+    synthetic_domains(root, synthetic_brains)
     run = root / "run"
     assert main(["train", "--method", "nec", "--data-a", str(root / "a"), "--data-b", str(root / "b"),
                  "--output", str(run), "--dims", "3", "--patch-size", "32", "32", "32", "--iterations", "4",
@@ -127,12 +127,12 @@ def served(tmp_path_factory: pytest.TempPathFactory):
                  'discriminator={"channels": 4, "num_layers": 2, "num_scales": 1}']) == 0
     studies = root / "studies"
     studies.mkdir()
-    study = studies / "tcga.nii.gz"  # LPS orientation, 240x240x155: geometry must come back unchanged
-    shutil.copy(shared_file("tcga-lgg-brainles/TCGA-DU-7294/t1.nii.gz"), study)
+    study = studies / "study.nii.gz"  # another synthetic subject, LPS orientation: geometry must come back unchanged
+    synthetic_lps(synthetic_pair(synthetic_brains, "test01")[0], study)
     app = _copy_app(root)
     reference = root / "reference"
     reference.mkdir()
-    translate_path(study, reference / "tcga.nii.gz", run / "generator.pt", faithfulness_map=reference / "tcga_map.nii.gz",
+    translate_path(study, reference / "study.nii.gz", run / "generator.pt", faithfulness_map=reference / "study_map.nii.gz",
                    roi_size=(32, 32, 32), overlap=0.1, progress=False)
     translate_path(root / "a" / "s1.nii", reference / "upload.nii.gz", run / "generator.pt", progress=False)
     (app / "model").mkdir()
@@ -144,7 +144,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     server = Server(root)
     server.start(python, app, studies, "tiny,tiny_bundle")
     try:
-        yield server, study, root / "a" / "s1.nii", reference
+        yield server, study, root / "a" / "s1.nii", reference, run / "generator.pt"
     finally:
         code = server.stop()
         assert code is not None, f"the server did not stop on SIGTERM:\n{server.tail()}"
@@ -166,32 +166,45 @@ def test_info_lists_the_model_as_a_translation_task(served):
 
 
 def test_study_image_equals_medtrans_translate(served, tmp_path):
-    server, study, _, reference = served
-    got = _nifti(server.infer(ROI, image="tcga"), tmp_path / "got.nii.gz")
+    server, study, _, reference, _ = served
+    assert nib.aff2axcodes(nib.load(study).affine) == ("L", "P", "S")
+    got = _nifti(server.infer(ROI, image="study"), tmp_path / "got.nii.gz")
     assert got.shape == nib.load(study).shape
     np.testing.assert_allclose(got.affine, nib.load(study).affine, atol=1e-5)
-    assert_same_volume(got, nib.load(reference / "tcga.nii.gz"))
+    assert_same_volume(got, nib.load(reference / "study.nii.gz"))
     assert np.ptp(got.get_fdata()) > 0
 
 
 @pytest.mark.parametrize("model", ["tiny", "tiny_bundle"])
 def test_uploaded_file_equals_medtrans_translate(served, tmp_path, model):
-    server, _, upload, reference = served
+    server, _, upload, reference, _ = served
     got = _nifti(server.infer(upload=upload, model=model), tmp_path / "got.nii.gz")
     assert_same_volume(got, nib.load(reference / "upload.nii.gz"))
 
 
+def test_a_real_scan_upload_equals_medtrans_translate(served, tmp_path):
+    """A real scan's header (TCGA, LPS, 240x240x155, SRI-24 space) comes back on its own grid, as translate writes it."""
+    server, _, _, _, generator = served
+    scan = shared_file("tcga-lgg-brainles/TCGA-DU-7294/t1.nii.gz")
+    want = tmp_path / "want.nii.gz"
+    translate_path(scan, want, generator, roi_size=(32, 32, 32), overlap=0.1, progress=False)
+    got = _nifti(server.infer(ROI, upload=scan), tmp_path / "got.nii.gz")
+    assert got.shape == nib.load(scan).shape
+    np.testing.assert_allclose(got.affine, nib.load(scan).affine, atol=1e-5)
+    assert_same_volume(got, nib.load(want))
+
+
 @pytest.mark.parametrize("result_type, extension", [("invented", ".nii.gz"), ("ngf", ".nii.gz"), ("erased", ".nii")])
 def test_faithfulness_map_on_request(served, tmp_path, result_type, extension):
-    server, _, _, reference = served
+    server, _, _, reference, _ = served
     params = {**ROI, "result_type": result_type, "result_extension": extension}
-    got = _nifti(server.infer(params, image="tcga"), tmp_path / f"map{extension}")
-    name = "tcga_map.nii.gz" if result_type == "ngf" else f"tcga_map_{result_type}.nii.gz"
+    got = _nifti(server.infer(params, image="study"), tmp_path / f"map{extension}")
+    name = "study_map.nii.gz" if result_type == "ngf" else f"study_map_{result_type}.nii.gz"
     assert_same_volume(got, nib.load(reference / name))
 
 
 def test_twenty_concurrent_requests_all_succeed(served, tmp_path):
-    server, _, upload, reference = served
+    server, _, upload, reference, _ = served
     with ThreadPoolExecutor(20) as pool:
         responses = list(pool.map(lambda _: server.infer(upload=upload), range(20)))
     want = nib.load(reference / "upload.nii.gz")
@@ -200,7 +213,7 @@ def test_twenty_concurrent_requests_all_succeed(served, tmp_path):
 
 
 def test_corrupt_upload_gets_a_clear_error_and_the_server_keeps_serving(served, tmp_path):
-    server, _, upload, reference = served
+    server, _, upload, reference, _ = served
     corrupt = tmp_path / "corrupt.nii.gz"
     corrupt.write_bytes(upload.read_bytes()[:5000])  # truncated
     response = server.infer(upload=corrupt)
@@ -219,7 +232,7 @@ def test_corrupt_upload_gets_a_clear_error_and_the_server_keeps_serving(served, 
     ({"blend_mode": "nearest"}, "blend_mode"),
 ])
 def test_bad_parameters_are_refused_with_the_reason(served, params, message):
-    response = served[0].infer(params, image="tcga", output="json")
+    response = served[0].infer(params, image="study", output="json")
     assert response.status_code == 422
     assert message in response.json()["detail"]
 

@@ -23,6 +23,8 @@ __all__ = [
     "MEMORY_GB",
     "NORMALIZATIONS",
     "NUM_WORKERS",
+    "OOD_FLOORS",
+    "OOD_MARGIN",
     "OVERLAP",
     "PATCH_SIZE",
     "PRECISION",
@@ -120,6 +122,13 @@ SLICE_BATCH_SIZE = 16
 """Slices per forward pass of 2D models."""
 FAITHFULNESS_EPS = 0.15
 """ε of the faithfulness maps' normalised gradient fields, in [-1, 1] intensity units (NEC's training value)."""
+OOD_MARGIN = 1.25
+"""Out-of-distribution check: a distance is far when it exceeds this many times the largest leave-one-out distance
+among the training volumes (see :mod:`medtrans.data.fingerprint`), ..."""
+OOD_FLOORS = {"intensity": 0.1, "spacing": 0.405, "fov": 0.405, "shape": 0.2}
+"""... and at least this floor per component: intensity in normalised units (mean absolute quantile difference),
+spacing and field of view as a log ratio outside the training range (0.405 = 1.5×), shape in log-spread/skewness units.
+Chosen on the measured table in docs/inference.md."""
 MAX_VOXELS = 2**30
 """Largest grid a volume is resampled to (a model's ``preprocessing.spacing``, a training preprocessing): 1024³ voxels,
 4 GiB per float32 copy. A finer spacing than that is refused before resampling starts (a model recorded with 0.001 mm

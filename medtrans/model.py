@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from medtrans.data.fingerprint import check_fingerprint
 from medtrans.data.intensity import TARGET_TYPES, validate_spec
 from medtrans.data.preprocessing import Preprocessing
 from medtrans.errors import ModelError
@@ -74,6 +75,8 @@ class TranslationModel:
         inference: default inference settings saved with the model (e.g. ``roi_size``).
         start: the start mapping the generator learned its residual on, and the evidence it was chosen by
             (``{"type": "inverted", "evidence": {"same": 0.2, "inverted": 0.15}}``; empty when none).
+        fingerprint: what domain A looked like at training (:mod:`medtrans.data.fingerprint`), which inference
+            measures each input against (empty for models trained before it was recorded: no check).
         source: where it was loaded from.
     """
 
@@ -84,6 +87,7 @@ class TranslationModel:
     target_intensity: dict[str, Any] = field(default_factory=lambda: {"type": "source"})
     inference: dict[str, Any] = field(default_factory=dict)
     start: dict[str, Any] = field(default_factory=dict)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
     source: Path = Path("<memory>")
 
     @classmethod
@@ -91,7 +95,7 @@ class TranslationModel:
                      inference: dict[str, Any] | None = None) -> TranslationModel:
         """The translator a training run produces: ``method``'s live A→B network (its generator, or the generator's
         moving average with ``ema_decay``; weights shared, not copied), domain A's preprocessing, domain B's
-        intensities (from the volumes in memory) and the inference defaults."""
+        intensities and domain A's fingerprint (both from the volumes in memory) and the inference defaults."""
         return cls(
             network=method.translator,
             network_def=method.generator_def,
@@ -100,6 +104,7 @@ class TranslationModel:
             target_intensity=stream.target_intensity(),
             inference=dict(inference or {}),
             start=method.start_mapping.to_dict() if method.start_mapping is not None else {},
+            fingerprint=stream.fingerprint(),
         )
 
     @property
@@ -121,6 +126,7 @@ class TranslationModel:
             "target_intensity": self.target_intensity,
             "inference": self.inference,
             "start": self.start,
+            "fingerprint": self.fingerprint,
         }
 
 
@@ -130,7 +136,7 @@ def save_generator(path: str | Path, model: TranslationModel) -> Path:
 
 
 _RECORD_KEYS = {"format", "network_def", "spatial_dims", "state_dict", "preprocessing", "target_intensity", "inference",
-                "start"}
+                "start", "fingerprint"}
 
 
 def _field(record: dict[str, Any], key: str, kind: type, source: Path, default: Any = None) -> Any:
@@ -159,12 +165,14 @@ def _from_record(record: dict[str, Any], source: Path) -> TranslationModel:
     target = _field(record, "target_intensity", dict, source, {"type": "source"})
     inference = _field(record, "inference", dict, source, {})
     start = _field(record, "start", dict, source, {})
+    fingerprint = _field(record, "fingerprint", dict, source, {})  # absent from models saved before it existed
     try:
         for key, value in (("preprocessing", pre), ("target_intensity", target), ("inference", inference),
-                           ("start", start)):
+                           ("start", start), ("fingerprint", fingerprint)):
             check_plain_data(value, key)
         preprocessing = Preprocessing(**pre)
         target = validate_spec(target, TARGET_TYPES)
+        fingerprint = check_fingerprint(fingerprint)
     except (TypeError, ValueError) as err:
         raise ModelError(source, f"record is malformed: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     network = build_network(network_def, source)
@@ -177,6 +185,7 @@ def _from_record(record: dict[str, Any], source: Path) -> TranslationModel:
         target_intensity=target,
         inference=dict(inference),
         start=dict(start),
+        fingerprint=fingerprint,
         source=source,
     )
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from medtrans import defaults
+from medtrans.data.fingerprint import build_fingerprint, volume_stats
 from medtrans.data.intensity import foreground_mask
 from medtrans.data.prefetch import Prefetcher
 from medtrans.data.preprocessing import Preprocessing, prepare
@@ -105,6 +106,8 @@ class CachedVolume:
         foreground: flat indices of the voxels the foreground sampler draws from.
         ranges: per key, the raw intensities mapped to -1 and 1 (the fitted source mapping).
         backgrounds: per key, the raw background value.
+        stats: per key, the volume's :func:`~medtrans.data.fingerprint.volume_stats` (the model's training
+            fingerprint is built from domain A's).
     """
 
     subject_id: str
@@ -112,6 +115,7 @@ class CachedVolume:
     foreground: np.ndarray
     ranges: dict[str, tuple[float, float]]
     backgrounds: dict[str, float]
+    stats: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -150,7 +154,7 @@ def _load(records: Mapping[str, ImageRecord], preprocessing: Mapping[str, Prepro
     """Read, validate and preprocess one subject's images (one per key, co-registered when several)."""
     first = next(iter(records.values()))
     mask_path = next((r.mask for r in records.values() if r.mask is not None), None)
-    images, ranges, backgrounds, grid_mask, grid = {}, {}, {}, None, None
+    images, ranges, backgrounds, stats, grid_mask, grid = {}, {}, {}, {}, None, None
     for key, record in records.items():
         volume = read_volume(record.image)
         mask = read_mask(mask_path, volume) if mask_path is not None else None
@@ -168,6 +172,7 @@ def _load(records: Mapping[str, ImageRecord], preprocessing: Mapping[str, Prepro
         images[key] = prepared.data
         ranges[key] = prepared.intensity.range
         backgrounds[key] = prepared.background
+        stats[key] = volume_stats(prepared)
     short = [max(0, p - s) for p, s in zip(config.patch_size, grid)]
     if any(short):
         _check_padding(config.patch_size, grid, config.memory_gb, first.image)
@@ -177,7 +182,7 @@ def _load(records: Mapping[str, ImageRecord], preprocessing: Mapping[str, Prepro
     foreground = np.flatnonzero(grid_mask)
     foreground = foreground.astype(np.int32) if grid_mask.size < 2**31 else foreground
     return CachedVolume(first.subject_id, {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in images.items()},
-                        foreground, ranges, backgrounds)
+                        foreground, ranges, backgrounds, stats)
 
 
 class TrainStream:
@@ -334,6 +339,11 @@ class TrainStream:
             mask[volume.foreground] = True
             out.append((image, mask.reshape(image.shape)))
         return out
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Domain A's training fingerprint (:func:`~medtrans.data.fingerprint.build_fingerprint`), from the statistics
+        taken as each volume was loaded (no file is read again); with several processes, this rank's share."""
+        return build_fingerprint([v.stats["a"] for d in self.domains.values() for v in d if "a" in v.stats])
 
     def target_intensity(self) -> dict[str, Any]:
         """How translations map back to domain B's units, from the B volumes in memory.

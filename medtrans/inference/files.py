@@ -11,6 +11,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from medtrans import defaults
+from medtrans.data.fingerprint import ood_path
 from medtrans.errors import InputError, MedtransError
 from medtrans.inference.translator import (
     InferenceSettings,
@@ -74,7 +75,7 @@ def _plan(inputs: list[Path], input_path: Path, output: Path, faithfulness_map: 
                    for p in inputs]
     outputs = [] if single else [(output, "OUTPUT"), (faithfulness_map, "--faithfulness-map")]
     for _, target, fmap in triples:
-        outputs.append((target, "OUTPUT"))
+        outputs.extend([(target, "OUTPUT"), (ood_path(target), "OUTPUT")])  # the report: if the model has a fingerprint
         outputs.extend((p, "--faithfulness-map") for p in (faithfulness_paths(fmap).values() if fmap is not None else ()))
     check_outputs(outputs, [(input_path, "INPUT"), *reads])
     for _, target, fmap in triples:
@@ -83,6 +84,8 @@ def _plan(inputs: list[Path], input_path: Path, output: Path, faithfulness_map: 
                 check_writable(path)
             if not is_nifti(path):
                 raise InputError(path, "output must be a .nii or .nii.gz file name")
+        if target.parent not in folders:
+            check_writable(ood_path(target))
     return triples, folders
 
 
@@ -134,7 +137,8 @@ def translate_path(
             folder.mkdir()
         for src, dst, maps in tqdm(triples, desc="volumes", disable=not progress):
             try:
-                written.append(translator.translate_file(src, dst, maps, mask, faithfulness_eps))
+                report = ood_path(dst) if model.fingerprint else None
+                written.append(translator.translate_file(src, dst, maps, mask, faithfulness_eps, report))
             except InputError as err:
                 if len(triples) == 1:
                     raise

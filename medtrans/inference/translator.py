@@ -7,12 +7,15 @@ and affine, float32, in target-domain intensity units.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -20,6 +23,7 @@ from monai.inferers import SlidingWindowInferer
 from tqdm.auto import tqdm
 
 from medtrans import defaults
+from medtrans.data.fingerprint import ood_message, ood_report, volume_stats
 from medtrans.data.intensity import (
     TARGET_TYPES,
     AffineIntensity,
@@ -34,12 +38,13 @@ from medtrans.errors import InputError, ModelError
 from medtrans.faithfulness import faithfulness_maps
 from medtrans.io import (
     Volume,
+    atomic_write_many,
     check_outputs,
     check_writable,
     is_nifti,
+    nifti_like,
     read_mask,
     read_volume,
-    write_volumes,
 )
 from medtrans.model import TranslationModel
 from medtrans.networks.start import PiecewiseLinear
@@ -50,6 +55,7 @@ __all__ = ["BACKGROUND", "SETTINGS_2D", "SETTINGS_3D", "InferenceSettings", "Tra
            "faithfulness_paths", "gaussian_weights"]
 
 BACKGROUND = -1.0  # normalised value used to pad
+logger = logging.getLogger("medtrans.inference")
 
 
 @dataclass
@@ -117,12 +123,15 @@ class Translation:
         source_normalized: the input after the source intensity mapping (network range).
         output_normalized: the network's output (network range).
         maps: faithfulness maps (``ngf``, ``invented``, ``erased``) when asked for.
+        ood: how far the input lies from the model's training domain A
+            (:func:`~medtrans.data.fingerprint.ood_report`: distances, thresholds, verdict).
     """
 
     output: np.ndarray
     source_normalized: np.ndarray
     output_normalized: np.ndarray
     maps: dict[str, np.ndarray] = field(default_factory=dict)
+    ood: dict[str, Any] = field(default_factory=dict)
 
 
 def gaussian_weights(roi_size: tuple[int, ...], sigma_scale: float = 0.125) -> torch.Tensor:
@@ -179,6 +188,7 @@ class Translator:
         self._reference: Volume | None = None
         self._amp = "fp32"  # resolved per volume by run_network
         self._start_knots: torch.Tensor | None = None  # the input's own, set per volume by translate
+        self.last_ood: dict[str, Any] = {}  # the last translated volume's out-of-distribution report
 
     # -- network passes -------------------------------------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -247,6 +257,9 @@ class Translator:
             maps: also compute the faithfulness maps.
             maps_eps: their ``ε``.
 
+        An input far from the model's training domain A (:mod:`medtrans.data.fingerprint`) is translated all the same,
+        with a one-line warning on the ``medtrans.inference`` logger; the distances are in the result's ``ood``.
+
         Raises:
             ModelError: when the model expects more than one input channel.
             InputError: when the intensity mapping cannot be fitted to the volume.
@@ -259,6 +272,7 @@ class Translator:
         if problem is not None:  # the model's recorded spacing, not the volume, is at fault: refused before resampling
             raise ModelError(self.model.source, f"its preprocessing.{problem}")
         prepared = prepare(volume, self.model.preprocessing, mask)
+        self.last_ood = self._ood(prepared, volume.path)
         self._start_knots = self._input_start_knots(prepared.data, volume.path)
         y_net = self.run_network(torch.from_numpy(prepared.data)[None, None])[0, 0].numpy()
         y = prepared.to_source_grid(y_net)
@@ -270,7 +284,17 @@ class Translator:
             source_normalized=inverse(x),
             output_normalized=inverse(y),
             maps={k: inverse(v[0, 0].numpy()) for k, v in computed.items()},
+            ood=self.last_ood,
         )
+
+    def _ood(self, prepared: Prepared, path: Path) -> dict[str, Any]:
+        """The input measured against the model's training fingerprint; one warning line when it is far."""
+        if not self.model.fingerprint:
+            return ood_report({}, {})
+        report = ood_report(self.model.fingerprint, volume_stats(prepared))
+        if report["out_of_distribution"]:
+            logger.warning("medtrans: warning: %s looks unlike the training data (%s)", path, ood_message(report))
+        return report
 
     def _input_start_knots(self, image: np.ndarray, path: Path) -> torch.Tensor | None:
         """The knots a started generator's mapping runs from for ``image`` (normalised canonical voxels): the input's
@@ -309,8 +333,10 @@ class Translator:
         faithfulness_map: str | Path | None = None,
         mask_path: str | Path | None = None,
         maps_eps: float = defaults.FAITHFULNESS_EPS,
+        ood_report_path: str | Path | None = None,
     ) -> Path:
-        """Read, translate and write one volume and its faithfulness maps: all of them, or (on any failure or
+        """Read, translate and write one volume, its faithfulness maps and its out-of-distribution report (the JSON
+        of :attr:`Translation.ood`, at ``ood_report_path`` when given): all of them, or (on any failure or
         interruption) none.
 
         Raises:
@@ -322,17 +348,25 @@ class Translator:
         if not is_nifti(output_path):
             raise InputError(output_path, "output must be a .nii or .nii.gz file name")
         map_paths = faithfulness_paths(faithfulness_map) if faithfulness_map is not None else {}
-        for p in map_paths.values():
+        extra = [*((p, "--faithfulness-map") for p in map_paths.values())]
+        extra += [(Path(ood_report_path), "OUTPUT")] if ood_report_path is not None else []
+        for p, _ in extra:
             check_writable(p)
-        check_outputs([(output_path, "OUTPUT"), *((p, "--faithfulness-map") for p in map_paths.values())],
-                      [(input_path, "INPUT"), (mask_path, "--mask"), *self._reads()])
+        check_outputs([(output_path, "OUTPUT"), *extra], [(input_path, "INPUT"), (mask_path, "--mask"), *self._reads()])
         if mask_path is not None and not Path(mask_path).exists():
             raise InputError(mask_path, "--mask does not exist")
         volume = read_volume(input_path)
         mask = read_mask(mask_path, volume) if mask_path is not None else None
         result = self.translate(volume, mask, maps=bool(map_paths), maps_eps=maps_eps)
         maps = [(p, result.maps[name], f"medtrans faithfulness {name} eps={maps_eps}") for name, p in map_paths.items()]
-        return write_volumes([*maps, (output_path, result.output, "medtrans translation")], volume)[-1]
+        images = [(p, nifti_like(data, volume, text)) for p, data, text in [*maps, (output_path, result.output,
+                                                                                    "medtrans translation")]]
+        writes = [(p, lambda tmp, image=image: nib.save(image, tmp)) for p, image in images]
+        if ood_report_path is not None:
+            text = json.dumps({"input": str(input_path), "output": str(output_path), "model": str(self.model.source),
+                               **result.ood}, indent=1)
+            writes.insert(0, (ood_report_path, lambda tmp: Path(tmp).write_text(text + "\n")))
+        return atomic_write_many(writes)[-1]
 
     def _reads(self) -> list[tuple[Path | None, str]]:
         """The files this translator reads besides its input: the model and the histogram reference."""

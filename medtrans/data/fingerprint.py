@@ -1,0 +1,195 @@
+"""What domain A looked like at training, and how far an input is from it (the out-of-distribution check).
+
+Every volume is summarised by :func:`volume_stats` right after :func:`~medtrans.data.preprocessing.prepare`, at
+training (from the volume being loaded into memory, so no file is read again) and at inference, so both sides are
+measured the same way:
+
+- ``quantiles``: 21 foreground quantiles of the normalised input (the source intensity mapping applied), which
+  differ between contrasts (a T2 or a FLAIR normalised like a T1 has another histogram shape) and between MR and CT;
+- ``spacing``: the voxel size in mm, RAS+ axes, before any resampling;
+- ``fov``: the field of view in mm (voxels × spacing) along each RAS+ axis;
+- ``shape``: an orientation cue: the foreground's spread along each RAS+ axis (log of its standard deviation over
+  their mean) and its skewness, which a header that swaps or flips axes changes.
+
+:func:`build_fingerprint` keeps every training volume's statistics and calibrates a threshold per component from
+their spread (leave-one-out, times :data:`~medtrans.defaults.OOD_MARGIN`, at least the component's floor in
+:data:`~medtrans.defaults.OOD_FLOORS`); :func:`ood_report` measures an input against it. The fingerprint is plain
+data (saved in the model file, checked on load by :func:`check_fingerprint`). docs/inference.md tabulates what it
+detects and what it cannot.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medtrans.data.intensity import foreground_mask
+from medtrans.defaults import OOD_FLOORS, OOD_MARGIN
+
+if TYPE_CHECKING:
+    from medtrans.data.preprocessing import Prepared
+
+__all__ = ["COMPONENTS", "LEVELS", "build_fingerprint", "check_fingerprint", "ood_message", "ood_path", "ood_report",
+           "volume_stats"]
+
+LEVELS = tuple(round(float(q), 4) for q in np.linspace(0.025, 0.975, 21))
+"""The foreground quantile levels of the intensity statistic."""
+COMPONENTS = ("intensity", "spacing", "fov", "shape")
+"""The distances measured, each against its own threshold."""
+_SAMPLE = 500_000  # foreground voxels the shape statistic uses at most (a fixed stride: deterministic)
+
+
+def volume_stats(prepared: Prepared) -> dict[str, list[float]]:
+    """The statistics of one prepared volume (plain lists of floats, RAS+ axes when the preprocessing reorients).
+
+    Raises:
+        ValueError: if the volume has no foreground.
+    """
+    source = prepared.source
+    foreground = foreground_mask(source, prepared.source_mask)
+    normalised = prepared.intensity.forward(source[foreground].astype(np.float32))
+    spacing = np.sqrt((np.asarray(prepared.canonical.affine, dtype=float)[:3, :3] ** 2).sum(axis=0))
+    return {
+        "quantiles": [float(q) for q in np.quantile(normalised, LEVELS)],
+        "spacing": [float(s) for s in spacing],
+        "fov": [float(n * s) for n, s in zip(source.shape, spacing)],
+        "shape": _shape(foreground, spacing),
+    }
+
+
+def _shape(foreground: np.ndarray, spacing: np.ndarray) -> list[float]:
+    """Log relative spread (3) and skewness (3) of the foreground voxels' positions in mm along each axis."""
+    coords = np.stack(np.nonzero(foreground), axis=1)
+    coords = coords[:: max(1, len(coords) // _SAMPLE)].astype(float) * spacing
+    centred = coords - coords.mean(axis=0)
+    std = np.maximum(centred.std(axis=0), 1e-6)
+    skew = (centred**3).mean(axis=0) / std**3
+    log_std = np.log(std)
+    return [float(v) for v in (*(log_std - log_std.mean()), *skew)]
+
+
+def _distances(stats: dict[str, list[float]], volumes: list[dict[str, list[float]]]) -> dict[str, float]:
+    """One number per component: how far ``stats`` lies from the training ``volumes``.
+
+    intensity: mean absolute difference of the quantiles from those of the closest training volume (normalised units;
+    the closest, not the mean, so a training set of several protocols is not blurred into one); spacing and fov: the
+    largest log ratio by which an axis lies outside the training range (0 inside it); shape: the largest absolute
+    difference of a shape value from the closest training volume's.
+    """
+    def closest(key: str, reduce: Any) -> float:
+        own = np.array(stats[key], dtype=float)
+        return float(min(reduce(np.abs(own - np.array(v[key], dtype=float))) for v in volumes))
+
+    def outside(key: str) -> float:
+        values = np.log(np.array([v[key] for v in volumes], dtype=float))
+        own = np.log(np.array(stats[key], dtype=float))
+        return float(np.max(np.maximum(0.0, np.maximum(values.min(axis=0) - own, own - values.max(axis=0)))))
+
+    return {
+        "intensity": closest("quantiles", np.mean),
+        "spacing": outside("spacing"),
+        "fov": outside("fov"),
+        "shape": closest("shape", np.max),
+    }
+
+
+def build_fingerprint(volumes: list[dict[str, list[float]]]) -> dict[str, Any]:
+    """The fingerprint of a training domain from its volumes' :func:`volume_stats` (plain data for the model file).
+
+    Each threshold is the largest leave-one-out distance among the training volumes (each one measured against the
+    others) times :data:`~medtrans.defaults.OOD_MARGIN`, and at least the component's floor; with one volume, the
+    floor.
+    """
+    if not volumes:
+        return {}
+    loo = {name: 0.0 for name in COMPONENTS}
+    for i, own in enumerate(volumes):
+        others = volumes[:i] + volumes[i + 1 :]
+        if others:
+            for name, value in _distances(own, others).items():
+                loo[name] = max(loo[name], value)
+    thresholds = {name: round(max(OOD_FLOORS[name], OOD_MARGIN * loo[name]), 4) for name in COMPONENTS}
+    return {"levels": list(LEVELS), "volumes": [dict(v) for v in volumes], "thresholds": thresholds}
+
+
+def check_fingerprint(fingerprint: Any) -> dict[str, Any]:
+    """``fingerprint`` checked as a model record field (``{}``: none recorded).
+
+    Raises:
+        ValueError: naming what is malformed.
+    """
+    if not isinstance(fingerprint, dict):
+        raise ValueError(f"fingerprint must be a dict, got {type(fingerprint).__name__}")
+    if not fingerprint:
+        return {}
+    if set(fingerprint) != {"levels", "volumes", "thresholds"}:
+        raise ValueError(f"fingerprint has fields {sorted(map(str, fingerprint))}, expected levels, thresholds, volumes")
+    if list(fingerprint["levels"]) != list(LEVELS):
+        raise ValueError("fingerprint.levels differ from this version's quantile levels")
+    thresholds = fingerprint["thresholds"]
+    if not isinstance(thresholds, dict) or set(thresholds) != set(COMPONENTS) or not all(
+            _number(v) and v >= 0 for v in thresholds.values()):
+        raise ValueError(f"fingerprint.thresholds must give a number >= 0 for each of {', '.join(COMPONENTS)}")
+    volumes = fingerprint["volumes"]
+    sizes = {"quantiles": len(LEVELS), "spacing": 3, "fov": 3, "shape": 6}
+    if not isinstance(volumes, list) or not volumes:
+        raise ValueError("fingerprint.volumes must be a non-empty list")
+    for i, volume in enumerate(volumes):
+        if not isinstance(volume, dict) or set(volume) != set(sizes) or not all(
+                isinstance(volume[k], list) and len(volume[k]) == n and all(map(_number, volume[k]))
+                for k, n in sizes.items()):
+            raise ValueError(f"fingerprint.volumes[{i}] must hold {sizes} lists of numbers")
+        if min(volume["spacing"] + volume["fov"]) <= 0:
+            raise ValueError(f"fingerprint.volumes[{i}] has a spacing or field of view <= 0")
+    return fingerprint
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def ood_report(fingerprint: dict[str, Any], stats: dict[str, list[float]]) -> dict[str, Any]:
+    """How far an input (its :func:`volume_stats`) lies from the training domain: the distances, thresholds and
+    verdict, as written to the ``.ood.json`` sidecar (``{"checked": False}`` for a model without a fingerprint)."""
+    if not fingerprint:
+        return {"checked": False, "reason": "the model records no training fingerprint (trained before it existed)"}
+    volumes = fingerprint["volumes"]
+    distances = _distances(stats, volumes)
+    thresholds = fingerprint["thresholds"]
+    far = [name for name in COMPONENTS if distances[name] > thresholds[name]]
+    spacings = np.array([v["spacing"] for v in volumes])
+    return {
+        "checked": True,
+        "out_of_distribution": bool(far),
+        "far": far,
+        "distances": {k: round(v, 4) for k, v in distances.items()},
+        "thresholds": dict(thresholds),
+        "input": {"spacing_mm": [round(s, 3) for s in stats["spacing"]], "fov_mm": [round(f, 1) for f in stats["fov"]]},
+        "training": {"volumes": len(volumes), "spacing_mm": [[round(float(s), 3) for s in spacings.min(axis=0)],
+                                                             [round(float(s), 3) for s in spacings.max(axis=0)]]},
+    }
+
+
+def ood_message(report: dict[str, Any]) -> str:
+    """The one-line reason of a far input (``""`` when it is not far)."""
+    if not report.get("out_of_distribution"):
+        return ""
+    distances, thresholds = report["distances"], report["thresholds"]
+    parts = [f"{name} distance {distances[name]:.3g} > {thresholds[name]:.3g}" for name in report["far"]]
+    if "spacing" in report["far"]:
+        low, high = report["training"]["spacing_mm"]
+        parts.append(f"spacing {'x'.join(f'{s:.3g}' for s in report['input']['spacing_mm'])} mm vs "
+                     f"{'x'.join(f'{s:.3g}' for s in low)}…{'x'.join(f'{s:.3g}' for s in high)} mm at training")
+    hints = {"intensity": "the contrast", "spacing": "the grid", "fov": "the field of view",
+             "shape": "the orientation header"}
+    return f"{'; '.join(parts)}: check {', '.join(hints[n] for n in report['far'])}"
+
+
+def ood_path(output: str | Path) -> Path:
+    """Where the out-of-distribution report of ``output`` goes: ``<output file name>.ood.json`` beside it
+    (``t2.nii.gz`` → ``t2.nii.gz.ood.json``: one per output, whatever its suffix)."""
+    output = Path(output)
+    return output.with_name(f"{output.name}.ood.json")

@@ -1,0 +1,138 @@
+"""The out-of-distribution check: domain A's fingerprint recorded at training, measured at translation, reported in a
+sidecar JSON and a one-line warning (tiny identity model on the synthetic brains, CPU)."""
+
+import json
+import logging
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from medtrans.data import TrainStream
+from medtrans.data.fingerprint import build_fingerprint, check_fingerprint, ood_path
+from medtrans.data.preprocessing import Preprocessing
+from medtrans.errors import InputError, ModelError
+from medtrans.inference import translate_path
+from medtrans.model import TranslationModel, load_model, save_generator
+from medtrans.networks.registry import build_network
+from tests.conftest import synthetic_pair
+
+IDENTITY = {"_target_": "monai.networks.blocks.Convolution", "spatial_dims": 3, "in_channels": 1, "out_channels": 1,
+            "kernel_size": 1, "conv_only": True}
+
+
+@pytest.fixture(scope="module")
+def model_file(synthetic_brains, tmp_path_factory):
+    stream = TrainStream(synthetic_brains / "A", synthetic_brains / "B", {"patch_size": (32, 32, 32), "prefetch": 0})
+    net = build_network(IDENTITY)
+    with torch.no_grad():
+        net.conv.weight.fill_(1.0)
+        net.conv.bias.zero_()
+    model = TranslationModel(net, IDENTITY, 3, Preprocessing(), fingerprint=stream.fingerprint())
+    return save_generator(tmp_path_factory.mktemp("ood") / "model.pt", model)
+
+
+def _variant(source, path, data=None, affine=None):
+    image = nib.load(source)
+    out = nib.Nifti1Image(np.asarray(image.dataobj, np.float32) if data is None else data,
+                          image.affine if affine is None else affine)
+    nib.save(out, path)
+    return path
+
+
+def _translate(model, source, out, caplog):
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="medtrans.inference"):
+        translate_path(source, out, model, progress=False)
+    return [r.getMessage() for r in caplog.records if r.name == "medtrans.inference"]
+
+
+def test_fingerprint_is_recorded_and_round_trips(model_file):
+    model = load_model(model_file)
+    assert len(model.fingerprint["volumes"]) == 2  # the two training T1w volumes
+    assert check_fingerprint(model.fingerprint) == model.fingerprint
+    assert model.fingerprint["volumes"][0]["spacing"] == pytest.approx([2.0, 2.0, 2.0])
+    assert set(model.fingerprint["thresholds"]) == {"intensity", "spacing", "fov", "shape"}
+
+
+def test_held_out_subject_of_the_same_domain_does_not_warn(model_file, synthetic_brains, tmp_path, caplog):
+    t1, _ = synthetic_pair(synthetic_brains)
+    out = tmp_path / "t2.nii.gz"
+    assert _translate(model_file, t1, out, caplog) == []
+    report = json.loads(ood_path(out).read_text())
+    assert ood_path(out).name == "t2.nii.gz.ood.json"
+    assert report["checked"] and not report["out_of_distribution"] and report["far"] == []
+    assert all(report["distances"][k] <= report["thresholds"][k] for k in report["thresholds"])
+
+
+@pytest.mark.parametrize("case, component", [("inverted", "intensity"), ("thick", "spacing"), ("swapped", "shape")])
+def test_far_inputs_warn_in_one_line(model_file, synthetic_brains, tmp_path, caplog, case, component):
+    t1, _ = synthetic_pair(synthetic_brains)
+    image = nib.load(t1)
+    data = np.asarray(image.dataobj, np.float32)
+    if case == "inverted":  # a T2-like contrast: the foreground's intensities reversed
+        source = _variant(t1, tmp_path / "in.nii.gz", np.where(data > 0, data.max() - data + 1, 0).astype(np.float32))
+    elif case == "thick":  # 5 mm slices given to a 2 mm model
+        import torchio as tio
+
+        source = tmp_path / "in.nii.gz"
+        tio.Resample((2.0, 2.0, 5.0))(tio.ScalarImage(t1)).save(source)
+    else:  # a header that relabels the axes (R→A, A→S, S→R): the same voxels, the brain lying on its side
+        affine = image.affine.copy()
+        affine[:3, :3] = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], float) @ affine[:3, :3]
+        source = _variant(t1, tmp_path / "in.nii.gz", affine=affine)
+    out = tmp_path / "out.nii.gz"
+    lines = _translate(model_file, source, out, caplog)
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert lines[0].startswith(f"medtrans: warning: {source} looks unlike the training data (")
+    assert f"{component} distance" in lines[0]
+    report = json.loads(ood_path(out).read_text())
+    assert report["out_of_distribution"] and component in report["far"] and out.exists()
+
+
+def test_older_model_without_fingerprint_loads_and_translates_silently(model_file, synthetic_brains, tmp_path, caplog):
+    record = torch.load(model_file, weights_only=True)
+    del record["fingerprint"]
+    old = tmp_path / "old.pt"
+    torch.save(record, old)
+    assert load_model(old).fingerprint == {}
+    t1, _ = synthetic_pair(synthetic_brains)
+    inverted = _variant(t1, tmp_path / "in.nii.gz", -np.asarray(nib.load(t1).dataobj, np.float32))
+    out = tmp_path / "out.nii.gz"
+    assert _translate(old, inverted, out, caplog) == []
+    assert out.exists() and not ood_path(out).exists()
+
+
+def test_malformed_fingerprint_is_refused_on_load(model_file, tmp_path):
+    record = torch.load(model_file, weights_only=True)
+    record["fingerprint"]["thresholds"]["intensity"] = -1.0
+    bad = tmp_path / "bad.pt"
+    torch.save(record, bad)
+    with pytest.raises(ModelError, match="fingerprint.thresholds"):
+        load_model(bad)
+    with pytest.raises(ValueError, match="fingerprint has fields"):
+        check_fingerprint({"volumes": []})
+    assert build_fingerprint([]) == {}
+
+
+def test_report_is_written_with_the_translation_or_not_at_all(model_file, synthetic_brains, tmp_path, monkeypatch):
+    t1, _ = synthetic_pair(synthetic_brains)
+
+    def full_disk(image, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nib, "save", full_disk)
+    out = tmp_path / "out.nii.gz"
+    with pytest.raises(InputError, match="cannot be written"):
+        translate_path(t1, out, model_file, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_report_path_that_is_an_input_is_refused_before_work(model_file, synthetic_brains, tmp_path):
+    t1, _ = synthetic_pair(synthetic_brains)
+    out = tmp_path / "out.nii.gz"
+    ood_path(out).mkdir()  # a folder where the report goes
+    with pytest.raises(InputError):
+        translate_path(t1, out, model_file, progress=False)
+    assert not out.exists()

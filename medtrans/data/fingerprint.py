@@ -126,7 +126,8 @@ def check_fingerprint(fingerprint: Any) -> dict[str, Any]:
     if not fingerprint:
         return {}
     if set(fingerprint) != {"levels", "volumes", "thresholds"}:
-        raise ValueError(f"fingerprint has fields {sorted(map(str, fingerprint))}, expected levels, thresholds, volumes")
+        raise ValueError(f"fingerprint has fields {sorted(map(str, fingerprint))}, expected levels, thresholds and "
+                         "volumes")
     if list(fingerprint["levels"]) != list(LEVELS):
         raise ValueError("fingerprint.levels differ from this version's quantile levels")
     thresholds = fingerprint["thresholds"]

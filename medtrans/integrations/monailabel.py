@@ -190,5 +190,6 @@ class TranslationInferTask(InferTask):
                 "dtype": "float32",
                 "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
                 "seconds": round(time.perf_counter() - start, 3),
+                "ood": translator.last_ood,  # the input against the training fingerprint (docs/inference.md)
             }
         }

@@ -180,7 +180,8 @@ def test_the_documented_cycle_runs_as_written(dataset, tmp_path):
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     nec = root / "bundles" / "nec"
     assert (nec / "models" / "model.pt").exists() and (nec / "runs").is_dir()
-    assert sorted(p.name for p in (nec / "eval").iterdir()) == ["s1.nii", "s2.nii"]
+    assert sorted(p.name for p in (nec / "eval").iterdir()) == ["s1.nii", "s1.nii.ood.json", "s2.nii",
+                                                             "s2.nii.ood.json"]
     source, translated = nib.load(dataset / "A" / "s1.nii"), nib.load(root / "t2_synth.nii.gz")
     assert translated.shape == source.shape and np.allclose(translated.affine, source.affine)
     exported = torch.jit.load(str(nec / "models" / "model.ts"))

@@ -211,7 +211,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     result = yield
     skipped = [r for r in terminalreporter.stats.get("skipped", []) if REAL_DATA_SKIP in _skip_reason(r)]
     if skipped:
-        terminalreporter.write_line(
-            f"{len(skipped)} tests skipped: they need the real data in {SHARED_DATA} (set MEDTRANS_SHARED_DATA to "
-            "the shared data folder to run them)", yellow=True, bold=True)
+        count = f"{len(skipped)} tests skipped: they need" if len(skipped) > 1 else "1 test skipped: it needs"
+        terminalreporter.write_line(f"{count} the real data in {SHARED_DATA} (set MEDTRANS_SHARED_DATA to the shared "
+                                    "data folder to run them)", yellow=True, bold=True)
     return result

@@ -1,4 +1,5 @@
-"""Every method, in 2D and 3D, on real MRI: lowers its structure/cycle term and leaves a checkpoint that translates."""
+"""Every method, in 2D and 3D, on synthetic brains: lowers its structure/cycle term and leaves a checkpoint that
+translates; how the polarity prior and negative examples act on T1w/T2w contrast, on synthetic brains and on real MRI."""
 
 import nibabel as nib
 import numpy as np
@@ -12,16 +13,40 @@ from medtrans.losses import invert_foreground
 from medtrans.methods import build_method, method_names
 from medtrans.networks import discriminator_logits
 from medtrans.utils import seed_everything
-from tests.conftest import shared_file
+from tests.conftest import shared_file, synthetic_pair
 from tests.methods.conftest import TINY
 
 VARIANTS = sorted(TINY)
 
 
-def _stream(method_name: str, dims: int, paired: bool) -> TrainStream:
-    a = ImageRecord("p07", shared_file("lesjak-ms-mni/patient07/T1.nii.gz"))
-    b_subject = "patient07" if paired else "patient19"  # unpaired: T2 of another patient
-    b = ImageRecord("p07" if paired else "p19", shared_file(f"lesjak-ms-mni/{b_subject}/T2.nii.gz"))
+LESJAK = {"t1": "lesjak-ms-mni/patient07/T1.nii.gz", "t2": "lesjak-ms-mni/patient07/T2.nii.gz",
+          "other_t2": "lesjak-ms-mni/patient19/T2.nii.gz"}
+
+
+@pytest.fixture(scope="module")
+def synthetic(synthetic_brains) -> dict:
+    """A synthetic subject's T1w and T2w, another subject's T2w, and a third subject's T1w to translate (the embedded
+    dataset)."""
+    t1, t2 = synthetic_pair(synthetic_brains)
+    return {"t1": t1, "t2": t2, "other_t2": synthetic_brains / "B" / "b00.nii.gz",
+            "held_out_t1": synthetic_pair(synthetic_brains, "test01")[0]}
+
+
+@pytest.fixture(scope="module")
+def lesjak() -> dict:
+    """lesjak-ms-mni patient07's T1 and T2, and patient19's T2 (real MRI, ../shared/data)."""
+    return {key: shared_file(relative) for key, relative in LESJAK.items()}
+
+
+@pytest.fixture(params=["synthetic", "lesjak"])
+def each_data(request) -> tuple[str, dict]:
+    """``(name, files)`` of the synthetic subjects (always) and of lesjak's (where the real data is)."""
+    return request.param, request.getfixturevalue(request.param)
+
+
+def _stream(files: dict, dims: int, paired: bool) -> TrainStream:
+    a = ImageRecord("s1", files["t1"])
+    b = ImageRecord("s1", files["t2"]) if paired else ImageRecord("s2", files["other_t2"])  # unpaired: another subject
     patch = (32, 32, 32) if dims == 3 else (48, 48, 1)
     return TrainStream([a], [b], {"patch_size": patch, "sampler_type": "foreground"}, batch_size=1 if dims == 3 else 2,
                        paired=paired, seed=1)
@@ -33,13 +58,13 @@ def test_every_method_file_is_registered():
 
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_lowers_its_term_and_checkpoint_translates(variant, dims, tiny, tmp_path):
+def test_lowers_its_term_and_checkpoint_translates(variant, dims, tiny, tmp_path, synthetic):
     name, kwargs, term = tiny(variant)
     seed_everything(0)
     # a constant rate beyond the short run; no start mapping: from the inverted T1, NGF has little left to lower and
     # lambda_start holds the translation there (tests/networks/test_started_generator.py covers the start)
     method = build_method(name, spatial_dims=dims, lr_decay_iters=0, start="none", **kwargs)
-    stream = _stream(name, dims, method.paired)
+    stream = _stream(synthetic, dims, method.paired)
     trainer = TranslationTrainer(method, stream, tmp_path / "run", iterations=2, device="cpu", tracking="none",
                                  progress=False, montage_interval=2)
     trainer.run()
@@ -55,7 +80,7 @@ def test_lowers_its_term_and_checkpoint_translates(variant, dims, tiny, tmp_path
     assert np.mean(values[-steps // 4:]) < np.mean(values[:steps // 4]) - 1e-3, values
 
     # the checkpoint serves `medtrans translate` with the input's geometry
-    source = shared_file("spm-templates/canonical/avg152T1.nii")
+    source = synthetic["held_out_t1"]
     out = tmp_path / "t.nii.gz"
     window = ["--roi-size", "48", "48", "48"] if dims == 3 else []
     assert main(["translate", str(source), str(out), "--model", str(checkpoint), *window, "--no-progress"]) == 0
@@ -93,12 +118,17 @@ def test_structure_warmup_and_cooldown_ramp_the_weight(tiny):
         assert method.structure_penalty(source, output).item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_polarity_prior_starts_nec_at_the_inverted_contrast(tiny):
-    """A few steps of the inverted-polarity prior make a tiny NEC's translation of a real T1 anticorrelated with it
+# measured with the prior / without: lesjak -0.73 / -0.08, synthetic -0.58 / -0.12
+INVERTED_BELOW = {"lesjak": -0.7, "synthetic": -0.45}
+
+
+def test_polarity_prior_starts_nec_at_the_inverted_contrast(tiny, each_data):
+    """A few steps of the inverted-polarity prior make a tiny NEC's translation of a T1 anticorrelated with it
     (CSF bright, as in a T2); without it, the same steps have not inverted it (no start mapping in either)."""
+    data, files = each_data
     name, kwargs, _ = tiny("nec")
     kwargs.update(lambda_ngf=1.0, start="none")
-    batch = next(_stream(name, 2, paired=False))
+    batch = next(_stream(files, 2, paired=False))
     inside = batch["a"] > -1.0 + 1e-3
 
     def correlation(structure_losses):
@@ -110,7 +140,7 @@ def test_polarity_prior_starts_nec_at_the_inverted_contrast(tiny):
             output = method.translator.eval()(batch["a"])
         return np.corrcoef(batch["a"][inside].numpy(), output[inside].numpy())[0, 1]
 
-    assert correlation([{"type": "polarity", "weight": 10.0, "cooldown": [20, 30]}]) < -0.7
+    assert correlation([{"type": "polarity", "weight": 10.0, "cooldown": [20, 30]}]) < INVERTED_BELOW[data]
     assert correlation([]) > -0.3
 
 
@@ -129,11 +159,11 @@ def _judged_after_training(variant, tiny, batch, fake, images, **options):
 
 
 @pytest.mark.parametrize("variant", ["cut", "unit"])
-def test_negative_examples_teach_the_discriminator_the_source_is_fake(variant, tiny):
+def test_negative_examples_teach_the_discriminator_the_source_is_fake(variant, tiny, each_data):
     """A discriminator shown a real T2 as real and the inverted T1 as fake (a generator that has flipped the contrast)
     comes to judge the unflipped T1 more real than the flip: the adversarial term then pulls the generator back to
     the source's contrast. With ``lambda_negative`` it judges the T1 the least real of the three."""
-    batch = next(_stream(tiny(variant)[0], 2, paired=False))
+    batch = next(_stream(each_data[1], 2, paired=False))
     flipped = invert_foreground(batch["a"])
     images = (batch["a"], flipped, batch["b"])
     source, flip, target = _judged_after_training(variant, tiny, batch, flipped, images)
@@ -143,13 +173,19 @@ def test_negative_examples_teach_the_discriminator_the_source_is_fake(variant, t
     assert source_negative < flip_negative - 0.05 and source_negative < source - 0.15 and target_negative > flip_negative
 
 
+# raw negatives' score minus histogram-matched negatives' on the matched T1, measured (CUT, UNIT): lesjak 0.28, 0.16;
+# synthetic 0.16, 0.07
+RAW_ABOVE_MATCHED = {"lesjak": 0.1, "synthetic": 0.05}
+
+
 @pytest.mark.parametrize("variant", ["cut", "unit"])
-def test_histogram_matched_negatives_teach_the_discriminator_the_contrast(variant, tiny):
+def test_histogram_matched_negatives_teach_the_discriminator_the_contrast(variant, tiny, each_data):
     """The T1 histogram-matched to the T2 batch differs from a T2 only in its contrast. A discriminator shown a flipped
     (and matched) T1 as fake judges the matched T1 more real than the flip; negatives of the raw T1 teach it the T1's
     histogram more than its contrast and leave the matched T1 nearly as real; histogram-matched negatives put it as
     fake as the flip."""
-    batch = next(_stream(tiny(variant)[0], 2, paired=False))
+    data, files = each_data
+    batch = next(_stream(files, 2, paired=False))
     matched, flipped = (histogram_match_batch(image, batch["b"]) for image in (batch["a"], invert_foreground(batch["a"])))
     images = (matched, flipped, batch["b"])
     plain, flip, _ = _judged_after_training(variant, tiny, batch, flipped, images)
@@ -157,7 +193,7 @@ def test_histogram_matched_negatives_teach_the_discriminator_the_contrast(varian
     matched_negatives, flip_matched_negatives, target = _judged_after_training(
         variant, tiny, batch, flipped, images, lambda_negative=1.0, negative_type="histogram_matched")
     assert plain > flip + 0.1
-    assert matched_negatives < raw_negatives - 0.1 and matched_negatives < plain - 0.15
+    assert matched_negatives < raw_negatives - RAW_ABOVE_MATCHED[data] and matched_negatives < plain - 0.15
     assert matched_negatives < flip_matched_negatives + 0.02 and target > flip_matched_negatives + 0.25
 
 
@@ -192,13 +228,13 @@ def test_negative_examples_need_a_weight_and_unpaired_data(tiny):
         build_method("cut", spatial_dims=2, negative_type="histogram_matched", **tiny("cut")[1])
 
 
-def test_unknown_method_and_mismatched_data(tiny, tmp_path):
+def test_unknown_method_and_mismatched_data(tiny, tmp_path, synthetic):
     with pytest.raises(ValueError, match="unknown method 'munit'"):
         build_method("munit", spatial_dims=2)
     name, kwargs, _ = tiny("pix2pix")
     method = build_method(name, spatial_dims=2, **kwargs)
     with pytest.raises(ValueError, match="needs paired data"):
-        TranslationTrainer(method, _stream("cyclegan", 2, paired=False), tmp_path, tracking="none", progress=False)
+        TranslationTrainer(method, _stream(synthetic, 2, paired=False), tmp_path, tracking="none", progress=False)
     with pytest.raises(ValueError, match="3D method"):
-        TranslationTrainer(build_method("cyclegan", spatial_dims=3, **tiny("cyclegan")[1]), _stream("cyclegan", 2, False),
+        TranslationTrainer(build_method("cyclegan", spatial_dims=3, **tiny("cyclegan")[1]), _stream(synthetic, 2, False),
                            tmp_path, tracking="none", progress=False)

@@ -35,16 +35,6 @@ def shared_file(relative: str) -> Path:
     return path
 
 
-def spm_template_domains(root: Path) -> tuple[Path, Path]:
-    """Domain folders ``root/a`` (SPM avg152 T1) and ``root/b`` (avg152 T2), one 91x109x91 subject ``s1.nii`` each."""
-    folders = []
-    for domain, name in (("a", "avg152T1.nii"), ("b", "avg152T2.nii")):
-        (root / domain).mkdir()
-        shutil.copy(shared_file(f"spm-templates/canonical/{name}"), root / domain / "s1.nii")
-        folders.append(root / domain)
-    return folders[0], folders[1]
-
-
 # ---- the embedded synthetic dataset -------------------------------------------------------------------------------
 SYNTHETIC = {"num_a": 2, "num_b": 2, "num_test": 2, "seed": 0}
 """``medtrans.datasets.make_synthetic_brains`` arguments (the demo's generator at its 2 mm default, fewer subjects):
@@ -108,8 +98,8 @@ def synthetic_lps(source: Path, target: Path) -> Path:
 
 def synthetic_domains(root: Path, brains: Path, subjects: tuple[str, ...] = ("s1",)) -> tuple[Path, Path]:
     """Domain folders ``root/a`` (synthetic T1w) and ``root/b`` (its co-registered T2w) holding ``s1.nii`` (and
-    ``s2.nii``...: one held-out synthetic subject each, paired by file name), the layout of the SPM templates'
-    :func:`spm_template_domains` on a brain of about the same size (98x116x94, 2 mm)."""
+    ``s2.nii``...: one held-out synthetic subject each, paired by file name): the layout the SPM templates' avg152 T1
+    and T2 gave these tests before, on a brain of about the same size (98x116x94 against 91x109x91, 2 mm)."""
     folders = root / "a", root / "b"
     for folder in folders:
         folder.mkdir()

@@ -6,7 +6,7 @@ import pytest
 
 from medtrans.data.sources import list_domain, pair_domains
 from medtrans.errors import InputError
-from tests.conftest import shared_file
+from tests.conftest import shared_file, synthetic_nii, synthetic_pair
 
 
 def _nifti(path: Path, shape=(6, 7, 8), affine=None) -> Path:
@@ -25,6 +25,21 @@ def test_folder_glob_and_csv(tmp_path):
     records = list_domain(csv)
     assert records[0].image == tmp_path / "s1.nii" and records[0].mask == tmp_path / "s2.nii.gz"
     assert records[1].mask is None
+
+
+def test_glob_takes_subject_ids_from_folders_and_matches_masks(tmp_path, synthetic_brains):
+    """The layout of a real dataset (one folder per subject, t1/t2/brainmask inside), built from synthetic subjects."""
+    for i, subject in enumerate(("TCGA-DU-7294", "TCGA-FG-6692")):
+        (tmp_path / subject).mkdir()
+        t1, t2 = synthetic_pair(synthetic_brains, f"test{i:02d}")
+        synthetic_nii(t1, tmp_path / subject / "t1.nii.gz")
+        synthetic_nii(t2, tmp_path / subject / "t2.nii.gz")
+        synthetic_nii(synthetic_brains / "test" / "mask" / f"test{i:02d}.nii.gz", tmp_path / subject / "brainmask.nii.gz")
+    records = list_domain(f"{tmp_path}/*/t1.nii.gz", masks=f"{tmp_path}/*/brainmask.nii.gz")
+    assert [r.subject_id for r in records] == ["TCGA-DU-7294", "TCGA-FG-6692"]
+    assert all(r.mask.parent == r.image.parent for r in records)
+    pairs = pair_domains(records, list_domain(f"{tmp_path}/*/t2.nii.gz"))
+    assert [a.subject_id for a, _ in pairs] == ["TCGA-DU-7294", "TCGA-FG-6692"]
 
 
 def test_real_glob_takes_subject_ids_from_folders_and_matches_masks():

@@ -77,7 +77,7 @@ def test_synthetic_heads_are_paired_mr_and_ct_in_hu(heads):
 
 def _documented_blocks() -> list[list[str]]:
     """The command blocks of docs/mr_to_ct.md's walk-through, each as its non-empty lines."""
-    text = (REPO / "docs" / "mr_to_ct.md").read_text().split("## The whole path on synthetic data", 1)[1]
+    text = (REPO / "docs" / "mr_to_ct.md").read_text(encoding="utf-8").split("## The whole path on synthetic data", 1)[1]
     return [[line for line in block.split("```", 1)[0].splitlines() if line.strip()] for block in text.split("```bash\n")[1:]]
 
 

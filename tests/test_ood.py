@@ -60,7 +60,7 @@ def test_held_out_subject_of_the_same_domain_does_not_warn(model_file, synthetic
     t1, _ = synthetic_pair(synthetic_brains)
     out = tmp_path / "t2.nii.gz"
     assert _translate(model_file, t1, out, caplog) == []
-    report = json.loads(ood_path(out).read_text())
+    report = json.loads(ood_path(out).read_text(encoding="utf-8"))
     assert ood_path(out).name == "t2.nii.gz.ood.json"
     assert report["checked"] and not report["out_of_distribution"] and report["far"] == []
     assert all(report["distances"][k] <= report["thresholds"][k] for k in report["thresholds"])
@@ -87,7 +87,7 @@ def test_far_inputs_warn_in_one_line(model_file, synthetic_brains, tmp_path, cap
     assert len(lines) == 1 and "\n" not in lines[0], lines
     assert lines[0].startswith(f"medtrans: warning: {source} looks unlike the training data (")
     assert f"{component} distance" in lines[0]
-    report = json.loads(ood_path(out).read_text())
+    report = json.loads(ood_path(out).read_text(encoding="utf-8"))
     assert report["out_of_distribution"] and component in report["far"] and out.exists()
 
 

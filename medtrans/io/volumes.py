@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import logging
 import math
 import stat
@@ -303,6 +304,7 @@ def read_volume(path: str | Path, allow_constant: bool = False) -> Volume:
                 image = nib.load(str(path))
                 _check_header(path, image)
                 data = np.asarray(image.dataobj, dtype=np.float32)
+            _check_gzip_trailer(path, data.size * image.get_data_dtype().itemsize)
             affine = image.affine
             header = image.header
     except InputError:
@@ -322,6 +324,23 @@ def read_volume(path: str | Path, allow_constant: bool = False) -> Volume:
     if not allow_constant and float(data.max()) == float(data.min()):
         raise InputError(path, f"is a constant image (every voxel = {float(data.min())}); nothing to translate")
     return Volume(np.ascontiguousarray(data, dtype=np.float32), np.asarray(affine, dtype=np.float64), path, header)
+
+
+def _check_gzip_trailer(path: Path, data_bytes: int) -> None:
+    """Inflate a gzip-compressed file to its end, so that its trailer (CRC-32 and length) is checked: a byte flipped
+    inside a stream that still inflates is otherwise read as wrong voxels. Streams longer than the header and the
+    voxels (plus 1 MiB) are not followed further.
+
+    Raises:
+        gzip.BadGzipFile, EOFError, zlib.error: for a corrupt or truncated stream (reported by the caller).
+    """
+    with open(path, "rb") as raw:
+        if raw.read(2) != b"\x1f\x8b":
+            return
+    budget = data_bytes + 2**20 + 352 * 64  # the voxels, a header with extensions, slack
+    with gzip.open(path, "rb") as stream:
+        while budget > 0 and (chunk := stream.read(min(2**22, budget))):
+            budget -= len(chunk)
 
 
 def read_mask(path: str | Path, image: Volume) -> np.ndarray:

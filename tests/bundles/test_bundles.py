@@ -99,9 +99,9 @@ def test_bundle_configs_are_ascii():
 def test_method_bundles_state_only_what_differs_from_the_base():
     import yaml
 
-    base = yaml.safe_load((BASE / "train.yaml").read_text())
+    base = yaml.safe_load((BASE / "train.yaml").read_text(encoding="utf-8"))
     for name in BUNDLES:
-        own = yaml.safe_load((REPO / "bundles" / name / "configs" / "train.yaml").read_text())
+        own = yaml.safe_load((REPO / "bundles" / name / "configs" / "train.yaml").read_text(encoding="utf-8"))
         assert own == {"method#name": name}  # every other setting is shared (or the method's own default)
         assert base["method"]["name"] is None
 
@@ -119,7 +119,7 @@ def test_a_t1_t2_experiment_states_only_what_differs(name):
 
     root = REPO / "bundles" / name / "configs"
     prior = name in PRIOR_THEN_MI
-    own = yaml.safe_load((root / "t1_t2.yaml").read_text())
+    own = yaml.safe_load((root / "t1_t2.yaml").read_text(encoding="utf-8"))
     assert set(own) == {f"method#{k}" for k in T1_T2[name]} | ({"method#structure_losses"} if prior else set())
     parser = ConfigParser()
     parser.read_config([str(BASE / "train.yaml"), str(root / "train.yaml"), str(root / "t1_t2.yaml")])
@@ -160,7 +160,7 @@ def test_verify_metadata_offline():
 
 def _documented_cycle() -> str:
     """The shell block of docs/bundles.md under "The full cycle"."""
-    text = (REPO / "docs" / "bundles.md").read_text()
+    text = (REPO / "docs" / "bundles.md").read_text(encoding="utf-8")
     section = text.split("## The full cycle", 1)[1]
     return section.split("```bash\n", 1)[1].split("```", 1)[0]
 

@@ -35,6 +35,8 @@ __all__ = [
     "SAMPLER_TYPES",
     "SEED_MAX",
     "SLICE_BATCH_SIZE",
+    "STORAGE",
+    "STORAGE_TYPES",
     "SW_BATCH_SIZE",
     "TRACKING_TYPES",
     "UNET_GENERATOR",
@@ -53,6 +55,10 @@ NUM_WORKERS = 2
 """Threads that read and preprocess the training volumes once, before training."""
 MEMORY_GB = 16.0
 """Memory the preprocessed training volumes may take."""
+STORAGE_TYPES = ("auto", "memory", "disk")
+STORAGE = "auto"
+"""Where the preprocessed training volumes are held: in memory when they fit ``MEMORY_GB``, else in the on-disk
+cache."""
 
 # -- training loop --------------------------------------------------------------------------------------------------
 ITERATIONS = 20_000

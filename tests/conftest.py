@@ -21,6 +21,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _private_cache_dir(tmp_path_factory, monkeypatch):
+    """No test writes to the user's on-disk training cache (``~/.cache/medtrans``): each test's goes to a folder of
+    its own."""
+    monkeypatch.setenv("MEDTRANS_CACHE_DIR", str(tmp_path_factory.mktemp("medtrans_cache")))
+
+
 REAL_DATA_SKIP = "needs the real test data"
 """Part of the reason of every skip for missing real data: the terminal summary counts the skips by it."""
 

@@ -248,7 +248,8 @@ def test_3d_options_with_a_2d_model_are_refused(option, env, capsys, tmp_path):
     (["--device", "cuda"], "--device"),
     (["--validate", "a.nii.gz"], "--validate"),
     (["--validate", "/nonexistent/a.nii.gz", "/nonexistent/b.nii.gz"], "a.nii.gz"),
-    (["--memory-gb", "0.000001"], "memory_gb"),
+    (["--memory-gb", "0.000001", "--storage", "memory"], "memory_gb"),
+    (["--storage", "ram"], "--storage"),
 ])
 def test_bad_train_options(options, names, env, capsys, tmp_path):
     argv = ["train", "--method", "nec", "--data-a", env["inputs"] / "good.nii.gz", "--data-b",

@@ -150,6 +150,12 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
                    help="threads that read and preprocess the volumes, once, before training")
     p.add_argument("--memory-gb", type=_positive_float, default=defaults.MEMORY_GB,
                    help="memory the preprocessed training volumes may take")
+    p.add_argument("--storage", choices=defaults.STORAGE_TYPES, default=defaults.STORAGE,
+                   help="where the preprocessed volumes are held: auto (in memory when they fit --memory-gb, else "
+                        "the on-disk cache), memory, or disk")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="the on-disk cache's folder, which runs may share (default $MEDTRANS_CACHE_DIR, else "
+                        "~/.cache/medtrans)")
     p.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=defaults.PRECISION_TYPES, default=defaults.PRECISION,
                    help="auto: fp32 on CPU; on CUDA TF32, and bf16 autocast for batches of 96^3 voxels or more")

@@ -380,7 +380,7 @@ def _train(args: argparse.Namespace) -> int:
                                           "(e.g. 'discriminator={\"num_scales\": 1}')") from None
     data = TrainStream(args.data_a, args.data_b,
                        {"patch_size": patch, "sampler_type": args.sampler, "num_workers": args.workers,
-                        "memory_gb": args.memory_gb},
+                        "memory_gb": args.memory_gb, "storage": args.storage, "cache_dir": args.cache_dir},
                        batch_size=batch_size, masks_a=args.masks_a, masks_b=args.masks_b, paired=method.paired,
                        seed=args.seed, **{f"preprocessing_{d}": {"intensity": spec} for d, spec in intensities.items()
                                           if spec is not None})

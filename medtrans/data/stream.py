@@ -1,9 +1,10 @@
-"""Training batches from memory: domains → validated, preprocessed volumes held in memory → patches cut by a thread.
+"""Training batches: domains → validated, preprocessed volumes in memory or on disk → patches cut by a thread.
 
 Every training volume is read with :func:`medtrans.io.read_volume` (the checks of ``translate`` and ``evaluate``) and
 preprocessed with :func:`medtrans.data.preprocessing.prepare` (the path inference takes) exactly once, by
-``num_workers`` threads, within a memory budget checked before anything is read. Patches are then sliced out of memory
-by a background thread (:class:`~medtrans.data.prefetch.Prefetcher`) that keeps ``prefetch`` batches ready (in pinned
+``num_workers`` threads. A training set that fits the memory budget (checked from the headers, before anything is read)
+is held in memory; a larger one (or any, with ``storage="disk"``) is written once to the on-disk cache
+(:mod:`medtrans.data.cache`) and memory-mapped, patch by patch. Patches are then sliced out by a background thread (:class:`~medtrans.data.prefetch.Prefetcher`) that keeps ``prefetch`` batches ready (in pinned
 memory when CUDA is available) while the step runs.
 
 Batch ``i`` is a function of ``(seed, rank, i)`` alone: its random generator is seeded with those numbers. So the
@@ -17,30 +18,34 @@ Patches with one side of 1 (e.g. ``(128, 128, 1)``) are 2D slices, returned with
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 
 from medtrans import defaults
-from medtrans.data.fingerprint import build_fingerprint, volume_stats
-from medtrans.data.intensity import foreground_mask
+from medtrans.data.cache import DiskCache, default_cache_dir
+from medtrans.data.fingerprint import build_fingerprint
 from medtrans.data.prefetch import Prefetcher
-from medtrans.data.preprocessing import Preprocessing, prepare
+from medtrans.data.preprocessing import Preprocessing
 from medtrans.data.sources import ImageRecord, list_domain, pair_domains
+from medtrans.data.subjects import (
+    CachedVolume,
+    ForegroundVolumes,
+    estimated_bytes,
+    load_subject,
+)
 from medtrans.distributed import rank_and_world
 from medtrans.errors import InputError
-from medtrans.io import is_nifti, read_mask, read_volume
 
-__all__ = ["SAMPLER_TYPES", "CachedVolume", "PatchConfig", "TrainStream", "patch_spatial_dims"]
+__all__ = ["SAMPLER_TYPES", "PatchConfig", "TrainStream", "patch_spatial_dims"]
 
 SAMPLER_TYPES = defaults.SAMPLER_TYPES
-_BYTES_PER_VOXEL = 8  # float32 data + at most one int32 foreground index
 logger = logging.getLogger("medtrans.data")
 
 
@@ -71,7 +76,12 @@ class PatchConfig:
         prefetch: batches a background thread keeps ready, in pinned memory (0: cut each batch when asked). Default:
             8 when CUDA is available (the thread works while the GPU computes), else 0 (on a CPU the thread would
             compete with torch's threads for the cores, to save the ~0.2 ms a 48³ batch takes to cut).
-        memory_gb: memory the preprocessed volumes may take (GiB); a training set over it is refused before reading.
+        memory_gb: memory the preprocessed volumes may take in memory (GiB).
+        storage: where the preprocessed volumes are held: ``"memory"`` (a training set over ``memory_gb`` is refused
+            before anything is read), ``"disk"`` (the on-disk cache, memory-mapped; resident memory stays small) or
+            ``"auto"`` (memory when the set fits ``memory_gb``, else disk). The batches are the same in each.
+        cache_dir: the on-disk cache's folder (default :func:`~medtrans.data.cache.default_cache_dir`); runs may
+            share it.
     """
 
     patch_size: Sequence[int] = defaults.PATCH_SIZE[3]
@@ -80,6 +90,8 @@ class PatchConfig:
     num_workers: int = defaults.NUM_WORKERS
     prefetch: int | None = None
     memory_gb: float = defaults.MEMORY_GB
+    storage: str = defaults.STORAGE
+    cache_dir: str | Path | None = None
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(int(s) for s in self.patch_size)
@@ -92,97 +104,10 @@ class PatchConfig:
             self.prefetch = 8 if torch.cuda.is_available() else 0
         if self.num_workers < 0 or self.prefetch < 0:
             raise ValueError(f"num_workers and prefetch must be >= 0, got {self.num_workers}, {self.prefetch}")
+        if self.storage not in defaults.STORAGE_TYPES:
+            raise ValueError(f"storage must be one of {defaults.STORAGE_TYPES}, got {self.storage!r}")
         if not self.memory_gb > 0:
             raise ValueError(f"memory_gb must be positive, got {self.memory_gb}")
-
-
-@dataclass
-class CachedVolume:
-    """One preprocessed subject in memory.
-
-    Attributes:
-        subject_id: the subject.
-        images: ``{key: (X, Y, Z) float32 tensor}`` on one grid (``"a"``, ``"b"``, or both for paired data).
-        foreground: flat indices of the voxels the foreground sampler draws from.
-        ranges: per key, the raw intensities mapped to -1 and 1 (the fitted source mapping).
-        backgrounds: per key, the raw background value.
-        stats: per key, the volume's :func:`~medtrans.data.fingerprint.volume_stats` (the model's training
-            fingerprint is built from domain A's).
-    """
-
-    subject_id: str
-    images: dict[str, torch.Tensor]
-    foreground: np.ndarray
-    ranges: dict[str, tuple[float, float]]
-    backgrounds: dict[str, float]
-    stats: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(next(iter(self.images.values())).shape)
-
-
-def _estimated_bytes(record: ImageRecord, spacing: Sequence[float] | None,
-                     patch_size: Sequence[int] | None = None) -> tuple[int, int]:
-    """Bytes the record takes in memory after preprocessing: ``(as resampled, also padded to patch_size)``."""
-    if record.image.is_dir() or not is_nifti(record.image):
-        return 0, 0  # a DICOM series: counted once read
-    try:
-        header = nib.load(str(record.image)).header
-    except Exception as err:  # noqa: BLE001 - any reader failure is the file's problem
-        raise InputError(record.image, f"is not a readable NIfTI image ({err})") from err
-    shape = np.array((*header.get_data_shape()[:3], 1, 1)[:3], dtype=float)  # a 2D file is refused when read
-    zooms = np.array((*header.get_zooms()[:3], 1, 1)[:3], dtype=float)
-    if spacing is not None and np.isfinite(zooms).all() and (zooms > 0).all():  # a bad pixdim is refused when read
-        shape = np.ceil(shape * zooms / np.array(spacing, dtype=float))
-    padded = np.maximum(shape, np.array(patch_size, dtype=float)) if patch_size is not None else shape
-    return int(np.prod(shape)) * _BYTES_PER_VOXEL, int(np.prod(padded)) * _BYTES_PER_VOXEL
-
-
-def _check_padding(patch_size: Sequence[int], grid: Sequence[int], memory_gb: float, image: Path) -> None:
-    """Refuse, before padding, a volume that padding to the patch would take over the whole memory budget."""
-    padded = [max(int(p), int(s)) for p, s in zip(patch_size, grid)]
-    need = int(np.prod(np.array(padded, dtype=float))) * _BYTES_PER_VOXEL
-    if need > memory_gb * 2**30:
-        raise InputError("--patch-size", f"{'x'.join(map(str, patch_size))} is larger than {image} "
-                         f"{tuple(int(s) for s in grid)}, and padding it to the patch would take {need / 2**30:.1f} GiB, "
-                         f"over --memory-gb {memory_gb:g}; use a --patch-size no larger than the volumes")
-
-
-def _load(records: Mapping[str, ImageRecord], preprocessing: Mapping[str, Preprocessing],
-          config: PatchConfig) -> CachedVolume:
-    """Read, validate and preprocess one subject's images (one per key, co-registered when several)."""
-    first = next(iter(records.values()))
-    mask_path = next((r.mask for r in records.values() if r.mask is not None), None)
-    images, ranges, backgrounds, stats, grid_mask, grid = {}, {}, {}, {}, None, None
-    for key, record in records.items():
-        volume = read_volume(record.image)
-        mask = read_mask(mask_path, volume) if mask_path is not None else None
-        prepared = prepare(volume, preprocessing[key], mask)
-        if grid is not None and prepared.data.shape != grid:
-            raise InputError(record.image, f"grid {prepared.data.shape} differs from its pair {first.image} {grid}")
-        grid = prepared.data.shape
-        if grid_mask is None:
-            grid_mask = prepared.mask
-            if grid_mask is None:
-                grid_mask = foreground_mask(prepared.source)
-                if prepared.data.shape != grid_mask.shape:  # resampled
-                    grid_mask = prepared.to_network_grid(grid_mask.astype(np.float32), label=True) > 0.5
-                grid_mask &= prepared.data > config.foreground_threshold
-        images[key] = prepared.data
-        ranges[key] = prepared.intensity.range
-        backgrounds[key] = prepared.background
-        stats[key] = volume_stats(prepared)
-    short = [max(0, p - s) for p, s in zip(config.patch_size, grid)]
-    if any(short):
-        _check_padding(config.patch_size, grid, config.memory_gb, first.image)
-        padding = [(d // 2, d - d // 2) for d in short]
-        images = {k: np.pad(v, padding, constant_values=float(v.min())) for k, v in images.items()}
-        grid_mask = np.pad(grid_mask, padding, constant_values=False)
-    foreground = np.flatnonzero(grid_mask)
-    foreground = foreground.astype(np.int32) if grid_mask.size < 2**31 else foreground
-    return CachedVolume(first.subject_id, {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in images.items()},
-                        foreground, ranges, backgrounds, stats)
 
 
 class TrainStream:
@@ -253,27 +178,50 @@ class TrainStream:
 
     def _cache(self, name: str, subjects: list[dict[str, ImageRecord]], pre: Mapping[str, Preprocessing]) -> list[CachedVolume]:
         spacing = next(iter(pre.values())).spacing
-        sizes = [_estimated_bytes(r, spacing, self.config.patch_size) for s in subjects for r in s.values()]
+        sizes = [estimated_bytes(r, spacing, self.config.patch_size) for s in subjects for r in s.values()]
         need, padded = sum(n for n, _ in sizes), sum(p for _, p in sizes)
         budget = self.config.memory_gb * 2**30
-        if need > budget:
+        storage = self.config.storage
+        if storage == "auto":
+            storage = "memory" if padded <= budget else "disk"
+        if storage == "memory" and need > budget:
             raise InputError(
                 "memory_gb", f"domain {name}: {len(subjects)} volumes need about {need / 2**30:.1f} GiB in memory after "
-                f"preprocessing, over the budget of {self.config.memory_gb:g} GiB; raise it (--memory-gb), train on "
-                "fewer volumes, or resample to a coarser spacing")
+                f"preprocessing, over the budget of {self.config.memory_gb:g} GiB; raise it (--memory-gb), hold them "
+                "on disk (--storage disk), train on fewer volumes, or resample to a coarser spacing")
+        if storage == "disk":  # only the volumes smaller than the patch are padded, and held in memory
+            padded = sum(p for n, p in sizes if p > n)
         if padded > budget:
             patch = "x".join(map(str, self.config.patch_size))
             raise InputError(
                 "--patch-size", f"{patch} is larger than volumes of domain {name}, which are padded to it: "
                 f"{len(subjects)} volumes would then need about {padded / 2**30:.1f} GiB in memory, over --memory-gb "
                 f"{self.config.memory_gb:g}; use a --patch-size no larger than the volumes")
+        cache = None
+        if storage == "disk":
+            cache = DiskCache(self.config.cache_dir if self.config.cache_dir is not None else default_cache_dir())
+        failed = threading.Event()  # the first bad volume stops the rest: no more is read or cached
+
+        def load(subject: dict[str, ImageRecord]) -> CachedVolume | None:
+            if failed.is_set():
+                return None
+            try:
+                return load_subject(subject, {k: pre[k] for k in subject}, self.config, cache)
+            except BaseException:
+                failed.set()
+                raise
+
         with ThreadPoolExecutor(max(1, self.config.num_workers)) as pool:
-            volumes = list(pool.map(lambda s: _load(s, {k: pre[k] for k in s}, self.config), subjects))
-        held = sum(t.numel() * 4 + v.foreground.nbytes for v in volumes for t in v.images.values())
-        if held > budget:
+            volumes = list(pool.map(load, subjects))
+        held = sum(t.numel() * 4 + v.foreground.nbytes for v in volumes for t in v.images.values()
+                   if isinstance(t, torch.Tensor))
+        if cache is None and held > budget:
             raise InputError("memory_gb", f"domain {name} takes {held / 2**30:.1f} GiB in memory after preprocessing, "
                                           f"over the budget of {self.config.memory_gb:g} GiB; raise it (--memory-gb)")
-        logger.info("domain %s: %d volumes in memory (%.2f GiB)", name, len(volumes), held / 2**30)
+        if cache is None:
+            logger.info("domain %s: %d volumes in memory (%.2f GiB)", name, len(volumes), held / 2**30)
+        else:
+            logger.info("domain %s: %d volumes on disk in %s (%.2f GiB)", name, len(volumes), cache.root, need / 2**30)
         return volumes
 
     # -- batches --------------------------------------------------------------------------------------------------
@@ -289,7 +237,7 @@ class TrainStream:
         else:
             corner = [int(rng.integers(s - p + 1)) for p, s in zip(patch, shape)]
         region = tuple(slice(c, c + p) for c, p in zip(corner, patch))
-        return {k: t[region] for k, t in volume.images.items()}
+        return {k: torch.as_tensor(t[region]) for k, t in volume.images.items()}
 
     def batch(self, index: int) -> dict[str, torch.Tensor]:
         """Batch number ``index`` (a pure function of the seed, the rank and ``index``)."""
@@ -328,17 +276,11 @@ class TrainStream:
             self._worker.stop()
             self._worker = None
 
-    def foreground_volumes(self, key: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``(image, foreground mask)`` of every domain-``key`` (``"a"`` or ``"b"``) volume in memory, images in
-        normalised units, masks those the foreground sampler draws from (for :func:`~medtrans.data.start.
-        estimate_start`)."""
-        out = []
-        for volume in (v for d in self.domains.values() for v in d if key in v.images):
-            image = volume.images[key].numpy()
-            mask = np.zeros(image.size, dtype=bool)
-            mask[volume.foreground] = True
-            out.append((image, mask.reshape(image.shape)))
-        return out
+    def foreground_volumes(self, key: str) -> Sequence[tuple[np.ndarray, np.ndarray]]:
+        """``(image, foreground mask)`` of every domain-``key`` (``"a"`` or ``"b"``) volume, images in normalised
+        units, masks those the foreground sampler draws from (for :func:`~medtrans.data.start.estimate_start`); a
+        sequence that reads each volume when indexed, so a training set on disk is not loaded whole."""
+        return ForegroundVolumes([v for d in self.domains.values() for v in d if key in v.images], key)
 
     def fingerprint(self) -> dict[str, Any]:
         """Domain A's training fingerprint (:func:`~medtrans.data.fingerprint.build_fingerprint`), from the statistics
@@ -365,3 +307,4 @@ class TrainStream:
 
 def _preprocessing(value: Preprocessing | Mapping[str, Any] | None) -> Preprocessing:
     return value if isinstance(value, Preprocessing) else Preprocessing(**dict(value or {}))
+

@@ -1,4 +1,4 @@
-"""The in-memory training stream: shapes, sampling, and the guarantees resume and torchrun rely on."""
+"""The training stream (volumes in memory): shapes, sampling, and the guarantees resume and torchrun rely on."""
 
 import itertools
 
@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import medtrans.data.stream as stream_module
+import medtrans.data.subjects as subjects_module
 from medtrans.data import ImageRecord, PatchConfig, TrainStream
 from medtrans.data.intensity import fit_intensity
 from medtrans.errors import InputError
@@ -141,9 +142,9 @@ def test_a_training_set_over_the_memory_budget_is_refused_before_reading(templat
     def never(*args, **kwargs):
         raise AssertionError("a volume was read")
 
-    monkeypatch.setattr(stream_module, "read_volume", never)
+    monkeypatch.setattr(subjects_module, "read_volume", never)
     with pytest.raises(InputError, match=r"memory_gb: domain A: 1 volumes need about 0.0 GiB .* budget of 1e-05 GiB"):
-        _stream(templates, (16, 16, 16), memory_gb=1e-5)
+        _stream(templates, (16, 16, 16), memory_gb=1e-5, storage="memory")
 
 
 def test_a_bad_volume_in_a_domain_is_named_before_training(templates, tmp_path):

@@ -1,0 +1,187 @@
+"""The on-disk preprocessed cache: each training subject read, validated and preprocessed once, then memory-mapped.
+
+A training set larger than the memory budget (or any set, when asked) is held here instead of in memory. An entry is
+one folder per subject, named by a hash of everything its content depends on:
+
+- each input file's resolved path, size and modification time (and its mask's), so an edited or replaced file gets a
+  new entry;
+- the preprocessing of each image and the sampler's foreground threshold;
+- :data:`CACHE_VERSION`, raised whenever the preprocessing code changes what it writes.
+
+An entry holds one ``.npy`` file per image (float32, the network grid before any padding to the patch), the flat
+indices of the foreground the sampler draws from (``foreground.npy``), and ``meta.json`` (the subject, the intensity
+ranges and backgrounds, the fingerprint statistics). It is written into a private ``.partial-*`` folder and renamed
+into place only once complete, so a run killed while caching leaves nothing a later run would trust, and two runs that
+build the same entry at once both end with one complete copy. An entry whose files do not match its ``meta.json``
+(e.g. a truncated copy) is rebuilt.
+
+Reading maps the file for each patch and unmaps it straight after (:class:`DiskArray`): a patch copies only the pages
+it covers, and the process's resident memory does not grow with the pages a long run has touched (the kernel's page
+cache keeps recently read ones for every process).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medtrans.errors import InputError
+
+__all__ = ["CACHE_VERSION", "DiskArray", "DiskCache", "default_cache_dir"]
+
+CACHE_VERSION = 1
+"""Raised whenever the preprocessing code changes what an entry holds: entries of other versions are not read."""
+logger = logging.getLogger("medtrans.data")
+
+
+def default_cache_dir() -> Path:
+    """``$MEDTRANS_CACHE_DIR``, else ``$XDG_CACHE_HOME/medtrans`` (``~/.cache/medtrans``)."""
+    if os.environ.get("MEDTRANS_CACHE_DIR"):
+        return Path(os.environ["MEDTRANS_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medtrans"
+
+
+@dataclass(frozen=True)
+class DiskArray:
+    """A ``.npy`` array on disk, read region by region through a mapping that lives for one read.
+
+    Indexing returns an in-memory copy of the region, as ``numpy`` indexing of the whole array would.
+    """
+
+    path: Path
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int
+
+    @classmethod
+    def open(cls, path: Path) -> DiskArray:
+        """Read the header of ``path``; raises ``ValueError`` when its size does not match it (a truncated file)."""
+        mapped = np.load(path, mmap_mode="r")
+        shape, dtype, offset = tuple(mapped.shape), mapped.dtype, int(mapped.offset)
+        del mapped
+        if path.stat().st_size != offset + int(np.prod(shape)) * dtype.itemsize:
+            raise ValueError(f"{path} is {path.stat().st_size} bytes, not what its header says")
+        return cls(path, shape, dtype, offset)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if not self.size:
+            return np.empty(self.shape, self.dtype)[index]
+        mapped = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape)
+        out = np.array(mapped[index])
+        del mapped
+        return out
+
+    def read(self) -> np.ndarray:
+        """The whole array, in memory."""
+        return self[...]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One complete cache entry: ``images`` per key and the ``foreground`` indices on disk, and its metadata."""
+
+    images: dict[str, DiskArray]
+    foreground: DiskArray
+    meta: dict[str, Any]
+
+
+class DiskCache:
+    """Preprocessed subjects under ``root`` (created when first written).
+
+    Args:
+        root: the cache folder; several runs, and several processes of one run, may share it.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+
+    @staticmethod
+    def key(records: Mapping[str, Any], preprocessing: Mapping[str, Any], foreground_threshold: float) -> str:
+        """The entry name for one subject's ``records`` (``{key: ImageRecord}``) and their preprocessing."""
+
+        def stat(path: Path | None) -> list[Any] | None:
+            if path is None:
+                return None
+            resolved = Path(path).resolve()
+            if resolved.is_dir():  # a DICOM series: every file in it
+                return [str(resolved), *[(p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                                         for p in sorted(resolved.iterdir()) if p.is_file()]]
+            info = resolved.stat()
+            return [str(resolved), info.st_size, info.st_mtime_ns]
+
+        described = {
+            "version": CACHE_VERSION,
+            "foreground_threshold": float(foreground_threshold),
+            "images": {k: {"image": stat(r.image), "mask": stat(r.mask),
+                           "preprocessing": asdict(preprocessing[k])} for k, r in sorted(records.items())},
+        }
+        text = json.dumps(described, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def get(self, key: str) -> Entry | None:
+        """The complete entry ``key``, or ``None`` when there is none (or only an unreadable or truncated one)."""
+        folder = self.root / key
+        if not (folder / "meta.json").is_file():
+            return None
+        try:
+            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+            images = {k: DiskArray.open(folder / f"{k}.npy") for k in meta["keys"]}
+            foreground = DiskArray.open(folder / "foreground.npy")
+            if any(list(a.shape) != meta["shape"] for a in images.values()) or foreground.size != meta["foreground"]:
+                raise ValueError("its arrays do not match meta.json")
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            logger.warning("cache entry %s is damaged (%s): rebuilt", folder, err)
+            return None
+        return Entry(images, foreground, meta)
+
+    def put(self, key: str, build: Callable[[], tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]]) -> Entry:
+        """Entry ``key``, built by ``build() -> (images, foreground indices, metadata)`` when the cache lacks it.
+
+        The entry appears whole or not at all; when another process completes it first, its copy is kept.
+        """
+        entry = self.get(key)
+        if entry is not None:
+            return entry
+        images, foreground, meta = build()
+        partial = self.root / f".partial-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            partial.mkdir(parents=True)
+        except OSError as err:
+            raise InputError(self.root, f"the training cache cannot be written there ({err.strerror})") from None
+        try:
+            for name, array in {**images, "foreground": foreground}.items():
+                with open(partial / f"{name}.npy", "wb") as f:
+                    np.save(f, np.ascontiguousarray(array))
+                    f.flush()
+                    os.fsync(f.fileno())
+            shape = list(next(iter(images.values())).shape)
+            record = {**meta, "keys": sorted(images), "shape": shape, "foreground": int(foreground.size)}
+            (partial / "meta.json").write_text(json.dumps(record), encoding="utf-8")
+            try:
+                os.rename(partial, self.root / key)
+            except OSError:  # another process completed it first (or a damaged copy is in the way)
+                if self.get(key) is None:
+                    shutil.rmtree(self.root / key, ignore_errors=True)
+                    os.rename(partial, self.root / key)
+        except OSError as err:
+            raise InputError(self.root, f"the training cache cannot be written there ({err.strerror or err})") from None
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+        entry = self.get(key)
+        if entry is None:
+            raise OSError(f"cache entry {self.root / key} could not be written")
+        return entry

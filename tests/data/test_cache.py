@@ -1,0 +1,180 @@
+"""The on-disk preprocessed cache: the same batches as in memory, built once, invalidated by any change, whole or
+absent, shared by runs and ranks."""
+
+import itertools
+import os
+import threading
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+import medtrans.data.cache as cache_module
+import medtrans.data.stream as stream_module
+import medtrans.data.subjects as subjects_module
+from medtrans.data import ImageRecord, TrainStream
+from medtrans.data.cache import DiskArray, DiskCache
+from medtrans.errors import InputError
+
+
+@pytest.fixture()
+def records(synthetic_brains, tmp_path):
+    """Copies of two synthetic T1w and two T2w (files a test may change), 98x116x94."""
+    out = {}
+    for name, path in {"a0": "A/a00.nii.gz", "a1": "A/a01.nii.gz", "b0": "B/b00.nii.gz", "b1": "B/b01.nii.gz"}.items():
+        nib.save(nib.load(synthetic_brains / path), tmp_path / f"{name}.nii.gz")
+        out[name] = ImageRecord(name, tmp_path / f"{name}.nii.gz")
+    return out
+
+
+def _stream(records, storage, cache_dir, patch=(24, 24, 24), seed=0, **config):
+    return TrainStream([records["a0"], records["a1"]], [records["b0"], records["b1"]],
+                       {"patch_size": patch, "storage": storage, "cache_dir": cache_dir, "num_workers": 2, **config},
+                       batch_size=2, seed=seed)
+
+
+def _batches(stream, n, start=0):
+    stream.resume_at(start)
+    return list(itertools.islice(stream, n))
+
+
+def _entries(root):
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("a volume was read")
+
+
+@pytest.mark.parametrize("patch,sampler", [((24, 24, 24), "foreground"), ((24, 24, 24), "uniform"),
+                                           ((40, 40, 1), "foreground"), ((120, 24, 24), "foreground")])
+def test_the_same_batches_in_memory_and_on_disk(records, tmp_path, patch, sampler):
+    memory = _stream(records, "memory", None, patch, seed=3, sampler_type=sampler)
+    disk = _stream(records, "disk", tmp_path / "cache", patch, seed=3, sampler_type=sampler)
+    if patch[0] <= 98:  # a volume smaller than the patch is padded and held in memory
+        assert all(isinstance(t, DiskArray) for d in disk.domains.values() for v in d for t in v.images.values())
+    for x, y in zip(_batches(memory, 6), _batches(disk, 6)):
+        assert all(torch.equal(x[k], y[k]) for k in "ab")
+    # exact resume: batch 4 of a stream resumed there is batch 4 of the first run
+    assert all(torch.equal(_batches(disk, 1, 4)[0][k], _batches(memory, 1, 4)[0][k]) for k in "ab")
+    for (i, m), (j, n) in zip(memory.foreground_volumes("a"), disk.foreground_volumes("a")):
+        assert np.array_equal(i, j) and np.array_equal(m, n)
+    assert memory.fingerprint() == disk.fingerprint() and memory.target_intensity() == disk.target_intensity()
+
+
+def test_auto_holds_a_set_over_the_budget_on_disk_and_reuses_the_entries(records, tmp_path, monkeypatch, caplog):
+    cache = tmp_path / "cache"
+    caplog.set_level("INFO", "medtrans.data")
+    small = _stream(records, "auto", cache)
+    assert not cache.exists() and "volumes in memory" in caplog.text  # it fits: nothing is written
+    over = _stream(records, "auto", cache, memory_gb=0.01)  # 4 volumes of 4 MB each
+    assert len(_entries(cache)) == 4 and "on disk in" in caplog.text
+    for x, y in zip(_batches(small, 3), _batches(over, 3)):
+        assert all(torch.equal(x[k], y[k]) for k in "ab")
+    monkeypatch.setattr(subjects_module, "read_volume", _never)  # a second run reads no input file
+    again = _stream(records, "disk", cache)
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(_batches(small, 3), _batches(again, 3)) for k in "ab")
+    assert len(_entries(cache)) == 4
+
+
+def test_a_changed_input_or_preprocessing_gets_a_new_entry(records, tmp_path):
+    cache = tmp_path / "cache"
+    first = _stream(records, "disk", cache)
+    assert len(_entries(cache)) == 4
+    # the same file name, other content (a rewritten a0: the intensities doubled)
+    image = nib.load(records["a0"].image)
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj) * 2.0 + 5.0, image.affine), records["a0"].image)
+    os.utime(records["a0"].image, ns=(1, 1))  # even with an older time stamp
+    changed = _stream(records, "disk", cache)
+    assert len(_entries(cache)) == 5
+    assert changed.domains["a"][0].stats != first.domains["a"][0].stats
+    TrainStream([records["a0"], records["a1"]], [records["b0"], records["b1"]],
+                {"patch_size": (24, 24, 24), "storage": "disk", "cache_dir": cache},
+                preprocessing_a={"spacing": (3.0, 3.0, 3.0)})
+    assert len(_entries(cache)) == 7  # domain A resampled: two new entries; B unchanged
+    TrainStream([records["a0"], records["a1"]], [records["b0"], records["b1"]],
+                {"patch_size": (24, 24, 24), "storage": "disk", "cache_dir": cache, "foreground_threshold": -0.5})
+    assert len(_entries(cache)) == 11
+
+
+def test_a_bad_input_is_named_and_leaves_no_entry(records, tmp_path):
+    cache = tmp_path / "cache"
+    good = records["a0"].image.read_bytes()
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(InputError, match="bad.nii.gz"):
+        TrainStream([records["a0"], ImageRecord("bad", bad)], [records["b0"]],
+                    {"patch_size": (24, 24, 24), "storage": "disk", "cache_dir": cache, "num_workers": 1})
+    entries = _entries(cache)
+    assert not [e for e in entries if e.startswith(".partial")]
+    assert len(entries) <= 1  # at most the good volume read before it
+
+
+def test_an_interrupted_write_leaves_nothing_a_later_run_trusts(records, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    real_save, calls = np.save, []
+
+    def dying(file, array, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the second file of the first entry
+            raise OSError(28, "No space left on device")
+        return real_save(file, array, *args, **kwargs)
+
+    monkeypatch.setattr(cache_module.np, "save", dying)
+    with pytest.raises(InputError, match=r"cache: the training cache cannot be written there \(No space left"):
+        _stream(records, "disk", cache, num_workers=1)
+    assert _entries(cache) == []
+    monkeypatch.setattr(cache_module.np, "save", real_save)
+    memory, disk = _stream(records, "memory", None), _stream(records, "disk", cache)
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(_batches(memory, 3), _batches(disk, 3)) for k in "ab")
+
+
+def test_a_damaged_entry_is_rebuilt(records, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    memory = _stream(records, "memory", None)
+    _stream(records, "disk", cache)
+    victim = cache / _entries(cache)[0] / "a.npy"
+    if not victim.exists():
+        victim = victim.with_name("b.npy")
+    victim.write_bytes(victim.read_bytes()[:-100])  # truncated on disk
+    with caplog.at_level("WARNING", "medtrans.data"):
+        rebuilt = _stream(records, "disk", cache)
+    assert "is damaged" in caplog.text
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(_batches(memory, 4), _batches(rebuilt, 4)) for k in "ab")
+
+
+def test_two_builders_of_one_entry_end_with_one_complete_copy(tmp_path):
+    cache, barrier, results = DiskCache(tmp_path / "cache"), threading.Barrier(2), []
+    images = {"a": np.arange(24, dtype=np.float32).reshape(2, 3, 4)}
+
+    def build():
+        barrier.wait()  # both have found no entry and build it at the same time
+        return images, np.array([1, 5], dtype=np.int32), {"subject_id": "s"}
+
+    threads = [threading.Thread(target=lambda: results.append(cache.put("k", build))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 2 and _entries(cache.root) == ["k"]
+    assert all(np.array_equal(r.images["a"].read(), images["a"]) for r in results)
+    assert np.array_equal(results[0].images["a"][1, :, 2:], images["a"][1, :, 2:])
+
+
+def test_each_rank_builds_and_reads_only_its_shard(records, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    recs = [ImageRecord(f"s{i}", records["a0" if i % 2 else "a1"].image) for i in range(4)]
+    held = []
+    for rank in range(2):
+        monkeypatch.setattr(stream_module, "rank_and_world", lambda rank=rank: (rank, 2))
+        stream = TrainStream(recs, recs, {"patch_size": (24, 24, 24), "storage": "disk", "cache_dir": cache}, seed=1)
+        held.append({v.subject_id for v in stream.domains["a"]})
+    assert held[0].isdisjoint(held[1]) and held[0] | held[1] == {r.subject_id for r in recs}
+
+
+def test_an_unwritable_cache_folder_is_named(records, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.raises(InputError, match=r"file/cache: the training cache cannot be written there"):
+        _stream(records, "disk", blocked / "cache")

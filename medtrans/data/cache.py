@@ -3,8 +3,8 @@
 A training set larger than the memory budget (or any set, when asked) is held here instead of in memory. An entry is
 one folder per subject, named by a hash of everything its content depends on:
 
-- each input file's resolved path, size and modification time (and its mask's), so an edited or replaced file gets a
-  new entry;
+- each input file's resolved path, size, modification time and a hash of its first 64 KiB (and its mask's), so an
+  edited or replaced file gets a new entry;
 - the preprocessing of each image and the sampler's foreground threshold;
 - :data:`CACHE_VERSION`, raised whenever the preprocessing code changes what it writes.
 
@@ -15,9 +15,9 @@ into place only once complete, so a run killed while caching leaves nothing a la
 build the same entry at once both end with one complete copy. An entry whose files do not match its ``meta.json``
 (e.g. a truncated copy) is rebuilt.
 
-Reading maps the file for each patch and unmaps it straight after (:class:`DiskArray`): a patch copies only the pages
-it covers, and the process's resident memory does not grow with the pages a long run has touched (the kernel's page
-cache keeps recently read ones for every process).
+Reading goes through shared mappings of the files (:class:`DiskArray`): a patch copies only the pages it covers, and
+the process's resident memory stays bounded however many patches a long run cuts (the kernel's page cache keeps
+recently read pages for every process).
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import shutil
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +44,7 @@ __all__ = ["CACHE_VERSION", "DiskArray", "DiskCache", "default_cache_dir"]
 
 CACHE_VERSION = 1
 """Raised whenever the preprocessing code changes what an entry holds: entries of other versions are not read."""
+_HEAD_BYTES = 2**16
 logger = logging.getLogger("medtrans.data")
 
 
@@ -51,9 +55,53 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medtrans"
 
 
+class _Mappings:
+    """The open read-only mappings of cache files, shared by every :class:`DiskArray` of the process.
+
+    At most :data:`MAX_OPEN` files stay mapped (least recently used closed first), and once the pages the reads may
+    have touched add up to :data:`RELEASE_BYTES`, every mapping drops its pages (``MADV_DONTNEED``; the next read
+    faults them in again from the kernel's page cache). So the process's resident memory stays bounded however many
+    patches a long run cuts, while a patch costs about what a slice of an array in memory costs.
+    """
+
+    MAX_OPEN = 128
+    RELEASE_BYTES = 2**30
+
+    def __init__(self) -> None:
+        self._open: OrderedDict[Path, mmap.mmap] = OrderedDict()
+        self._touched = 0
+        self._lock = threading.Lock()
+
+    def array(self, a: DiskArray) -> np.ndarray:
+        """``a`` as an array over its file's mapping."""
+        with self._lock:
+            if a.path in self._open:
+                self._open.move_to_end(a.path)
+                mapped = self._open[a.path]
+            else:
+                with open(a.path, "rb") as f:
+                    mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+                self._open[a.path] = mapped
+                while len(self._open) > self.MAX_OPEN:
+                    self._open.popitem(last=False)  # closed once no reader still holds it
+        return np.frombuffer(mapped, a.dtype, a.size, a.offset).reshape(a.shape)
+
+    def touched(self, pages: int) -> None:
+        """Count ``pages`` a read may have brought in; past :data:`RELEASE_BYTES`, every mapping drops its pages."""
+        with self._lock:
+            self._touched += pages * mmap.PAGESIZE
+            if self._touched > self.RELEASE_BYTES and hasattr(mmap, "MADV_DONTNEED"):
+                for mapped in self._open.values():
+                    mapped.madvise(mmap.MADV_DONTNEED)
+                self._touched = 0
+
+
+_MAPPINGS = _Mappings()
+
+
 @dataclass(frozen=True)
 class DiskArray:
-    """A ``.npy`` array on disk, read region by region through a mapping that lives for one read.
+    """A ``.npy`` array of the cache, read region by region through a shared, bounded set of mappings.
 
     Indexing returns an in-memory copy of the region, as ``numpy`` indexing of the whole array would.
     """
@@ -66,24 +114,31 @@ class DiskArray:
     @classmethod
     def open(cls, path: Path) -> DiskArray:
         """Read the header of ``path``; raises ``ValueError`` when its size does not match it (a truncated file)."""
-        mapped = np.load(path, mmap_mode="r")
-        shape, dtype, offset = tuple(mapped.shape), mapped.dtype, int(mapped.offset)
-        del mapped
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            offset = f.tell()
+        if fortran:
+            raise ValueError(f"{path} is not in C order")
         if path.stat().st_size != offset + int(np.prod(shape)) * dtype.itemsize:
             raise ValueError(f"{path} is {path.stat().st_size} bytes, not what its header says")
-        return cls(path, shape, dtype, offset)
+        return cls(path, tuple(shape), dtype, offset)
 
     @property
     def size(self) -> int:
         return int(np.prod(self.shape))
 
-    def __getitem__(self, index: Any) -> np.ndarray:
+    def view(self, index: Any) -> np.ndarray:
+        """A read-only view of a region, valid as long as it is referenced (it keeps its mapping open)."""
         if not self.size:
             return np.empty(self.shape, self.dtype)[index]
-        mapped = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape)
-        out = np.array(mapped[index])
-        del mapped
-        return out
+        view = _MAPPINGS.array(self)[index]
+        _MAPPINGS.touched(int(np.prod(np.shape(view)[:-1])) if np.ndim(view) > 1 else 1)  # one page per row, at most
+        return view
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.array(self.view(index))
 
     def read(self) -> np.ndarray:
         """The whole array, in memory."""
@@ -121,7 +176,9 @@ class DiskCache:
                 return [str(resolved), *[(p.name, p.stat().st_size, p.stat().st_mtime_ns)
                                          for p in sorted(resolved.iterdir()) if p.is_file()]]
             info = resolved.stat()
-            return [str(resolved), info.st_size, info.st_mtime_ns]
+            with open(resolved, "rb") as f:
+                head = hashlib.sha256(f.read(_HEAD_BYTES)).hexdigest()
+            return [str(resolved), info.st_size, info.st_mtime_ns, head]
 
         described = {
             "version": CACHE_VERSION,

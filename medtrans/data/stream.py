@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from medtrans import defaults
-from medtrans.data.cache import DiskCache, default_cache_dir
+from medtrans.data.cache import DiskArray, DiskCache, default_cache_dir
 from medtrans.data.fingerprint import build_fingerprint
 from medtrans.data.prefetch import Prefetcher
 from medtrans.data.preprocessing import Preprocessing
@@ -229,7 +229,7 @@ class TrainStream:
     def spatial_dims(self) -> int:
         return patch_spatial_dims(self.config.patch_size)
 
-    def _cut(self, rng: np.random.Generator, volume: CachedVolume) -> dict[str, torch.Tensor]:
+    def _cut(self, rng: np.random.Generator, volume: CachedVolume) -> dict[str, torch.Tensor | np.ndarray]:
         patch, shape = self.config.patch_size, volume.shape
         if self.config.sampler_type == "foreground" and volume.foreground.size:
             centre = np.unravel_index(int(volume.foreground[rng.integers(volume.foreground.size)]), shape)
@@ -237,7 +237,7 @@ class TrainStream:
         else:
             corner = [int(rng.integers(s - p + 1)) for p, s in zip(patch, shape)]
         region = tuple(slice(c, c + p) for c, p in zip(corner, patch))
-        return {k: torch.as_tensor(t[region]) for k, t in volume.images.items()}
+        return {k: t.view(region) if isinstance(t, DiskArray) else t[region] for k, t in volume.images.items()}
 
     def batch(self, index: int) -> dict[str, torch.Tensor]:
         """Batch number ``index`` (a pure function of the seed, the rank and ``index``)."""
@@ -246,7 +246,8 @@ class TrainStream:
         for volumes in self.domains.values():
             patches = [self._cut(rng, volumes[int(rng.integers(len(volumes)))]) for _ in range(self.batch_size)]
             for key in patches[0]:
-                stacked = torch.stack([p[key] for p in patches])[:, None]
+                parts = [p[key] for p in patches]  # tensors, or read-only views of the disk cache: one copy here
+                stacked = (torch.stack(parts) if isinstance(parts[0], torch.Tensor) else torch.from_numpy(np.stack(parts)))[:, None]
                 if self.spatial_dims == 2:
                     stacked = stacked.squeeze(2 + self.config.patch_size.index(1))
                 out[key] = stacked

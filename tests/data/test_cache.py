@@ -178,3 +178,23 @@ def test_an_unwritable_cache_folder_is_named(records, tmp_path):
     blocked.write_text("not a folder")
     with pytest.raises(InputError, match=r"file/cache: the training cache cannot be written there"):
         _stream(records, "disk", blocked / "cache")
+
+
+def test_mappings_stay_bounded_and_views_outlive_them(tmp_path, monkeypatch):
+    mappings = cache_module._Mappings()
+    monkeypatch.setattr(cache_module, "_MAPPINGS", mappings)
+    monkeypatch.setattr(mappings, "MAX_OPEN", 2)
+    monkeypatch.setattr(mappings, "RELEASE_BYTES", 1)  # every read drops every mapping's pages
+    arrays, disk = [], []
+    for i in range(3):
+        arrays.append(np.random.default_rng(i).random((5, 6, 7), dtype=np.float32))
+        np.save(tmp_path / f"{i}.npy", arrays[-1])
+        disk.append(DiskArray.open(tmp_path / f"{i}.npy"))
+    views = [d.view((slice(1, 4), slice(None), slice(2, 5))) for d in disk]
+    assert len(mappings._open) == 2  # the first file's mapping was closed for the third
+    for _ in range(2):  # its view still reads its data, and every read after a release is right
+        assert all(np.array_equal(v, a[1:4, :, 2:5]) for v, a in zip(views, arrays))
+        assert all(np.array_equal(d[2], a[2]) and np.array_equal(d.read(), a) for d, a in zip(disk, arrays))
+    with pytest.raises(ValueError, match="not what its header says"):
+        (tmp_path / "0.npy").write_bytes((tmp_path / "0.npy").read_bytes()[:-4])
+        DiskArray.open(tmp_path / "0.npy")

@@ -16,6 +16,8 @@ Parts, each written to ``OUT_DIR/<part>.csv`` as it finishes (a part that fails 
    split, and NEC 3D 96³ with ``compile_type`` none vs reduce-overhead (CUDA graphs).
 5. ``quality``: a fixed iteration budget of NEC, CycleGAN, CUT and UNIT in 3D on the T1→T2 split of
    benchmarks/quality.py, scored by its scorer, one montage PNG each (``quality_<method>.png``).
+6. ``large_volume``: a 512×512×800 volume translated with the volume in CPU memory and the windows on the GPU
+   (seconds, peak CUDA memory), and the output of a crop against the all-on-GPU sliding window.
 
 ``--tiny`` shrinks every part (CPU check of the script itself). ``timings.csv`` records each part's seconds.
 ``--stage DIR`` only copies the data files the suite reads into ``DIR`` (then run with ``MEDTRANS_SHARED_DATA=DIR``).
@@ -205,7 +207,48 @@ def quality(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-PARTS = {"environment": environment, "smoke": smoke, "speed": speed, "engine": engine, "quality": quality}
+def large_volume(args: argparse.Namespace) -> list[dict]:
+    """A 512×512×800 volume (a long CT) through a 3D NEC translator: the volume stays in CPU memory and only the
+    windows go to the GPU; its seconds and peak CUDA memory. Then, on a 192×192×160 crop, the output against the
+    same sliding window run with the whole volume on the GPU."""
+    from monai.inferers import SlidingWindowInferer
+
+    from medtrans.inference.translator import InferenceSettings, Translator
+
+    seed_everything(0)
+    method = build_method("nec", spatial_dims=3)
+    model = TranslationModel(method.generator, method.generator_def, 3)
+    roi = (32, 32, 32) if args.tiny else defaults.ROI_SIZE
+    translator = Translator(model, InferenceSettings.for_model(model, device=args.device, precision="fp32",
+                                                                roi_size=roi, progress=False))
+    shape = (48, 48, 64) if args.tiny else (512, 512, 800)
+    x = torch.rand((1, 1, *shape), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    cuda = translator.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    translator.run_network(x)
+    _sync(translator.device)
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+    crop = x[..., : shape[0] * 3 // 8, : shape[1] * 3 // 8, : shape[2] // 5].contiguous()
+    on_cpu = translator.run_network(crop)
+    s = translator.settings
+    inferer = SlidingWindowInferer(roi_size=s.roi_size, sw_batch_size=s.sw_batch_size, overlap=s.overlap,
+                                   mode=s.blend_mode, padding_mode="constant", cval=-1.0, sw_device=translator.device,
+                                   device=translator.device)
+    with torch.inference_mode():
+        on_gpu = inferer(crop.to(translator.device), translator._forward).cpu()
+    difference = float((on_cpu - on_gpu).abs().max())
+    print(f"large volume {shape}: {seconds:.1f} s, peak CUDA {peak:.2f} GiB; CPU-resident vs on-GPU max |diff| "
+          f"{difference:.2e} on {tuple(crop.shape[2:])}", flush=True)
+    return [{"volume": "x".join(map(str, shape)), "seconds": seconds, "peak_cuda_gib": peak,
+             "volume_gib": x.numel() * 4 / 2**30, "check_shape": "x".join(map(str, crop.shape[2:])),
+             "max_abs_diff_vs_all_on_gpu": difference}]
+
+
+PARTS = {"environment": environment, "smoke": smoke, "speed": speed, "engine": engine, "quality": quality,
+         "large_volume": large_volume}
 
 
 def stage(folder: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "ADVERSARIAL_CRITERIA",
+    "AUGMENT_TRANSFORMS",
     "BATCH_SIZE",
     "BLEND_MODES",
     "CHECKPOINT_INTERVAL",
@@ -59,6 +60,13 @@ STORAGE_TYPES = ("auto", "memory", "disk")
 STORAGE = "auto"
 """Where the preprocessed training volumes are held: in memory when they fit ``MEMORY_GB``, else in the on-disk
 cache."""
+AUGMENT_TRANSFORMS = (
+    "RandomAffine", "RandomElasticDeformation", "RandomFlip", "RandomMotion", "RandomGhosting", "RandomSpike",
+    "RandomBiasField", "RandomBlur", "RandomGamma", "RandomNoise",
+    "Affine", "ElasticDeformation", "Flip", "Motion", "Ghosting", "Spike", "BiasField", "Blur", "Gamma",
+)
+"""The torchio transforms a training domain may carry (``--augment-a``, ``transform_a``; :mod:`medtrans.data.augment`
+draws the random ones' parameters itself, so batches stay reproducible). None by default."""
 
 # -- training loop --------------------------------------------------------------------------------------------------
 ITERATIONS = 20_000

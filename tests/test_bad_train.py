@@ -176,6 +176,17 @@ def test_train_refuses_non_finite_or_negative_options(assignment, names, env, ca
     assert not out.exists()
 
 
+@pytest.mark.parametrize("text,names", [
+    ('[{"name": "RandomGhosting", "num_ghost": 4}]', ("--augment-a", "did you mean 'num_ghosts'")),
+    ('["RandomAffine", {"name": "RandomGama"}]', ("--augment-a", "'RandomGama' is not a supported torchio transform")),
+    ('[{"name": "RandomAffine", "degrees": NaN}]', ("--augment-a", "finite")),
+])
+def test_train_refuses_a_bad_augmentation(text, names, env, capsys, tmp_path):
+    out = tmp_path / "run"
+    refused(capsys, env, train_argv(env, out, "--augment-a", text), names, out)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("name,options", [
     ("nec", {"lr": -1e-4}), ("nec", {"lambda_ngf": float("nan")}), ("nec", {"lr_discriminator": 0.0}),
     ("cyclegan", {"lambda_identity": -0.5}), ("cut", {"lambda_nce": -1.0}), ("unit", {"lambda_kl": float("inf")}),
@@ -243,6 +254,7 @@ def _copy_run(trained: Path, tmp_path: Path) -> Path:
     (["--seed", "1"], "seed=0, this run asks seed=1"),
     (["--set", 'generator={"channels": [8, 16], "strides": [2]}', TINY[1]], "--set generator="),
     (["--set", *TINY, "lambda_ngf=2"], "this run asks --set lambda_ngf=2"),
+    (["--augment-a", '["RandomGamma"]'], "was trained with augment_a=null, this run asks augment_a="),
 ])
 def test_resuming_with_other_settings_names_the_setting(change, names, env, trained, capsys, tmp_path):
     run = _copy_run(trained, tmp_path)

@@ -136,6 +136,12 @@ def _add_train(subparsers: argparse._SubParsersAction, common: argparse.Argument
         p.add_argument(f"--intensity-{domain}", metavar="JSON",
                        help=f"domain {domain.upper()}'s intensity mapping onto [-1, 1], e.g. {example} (default: the "
                        "foreground's 1st-99th percentiles; docs/data.md)")
+    for domain in ("a", "b"):
+        p.add_argument(f"--augment-{domain}", metavar="JSON",
+                       help=f"torchio augmentation of domain {domain.upper()}'s patches: a JSON list of transforms, "
+                       "e.g. '[{\"name\": \"RandomAffine\", \"degrees\": 10}, \"RandomBiasField\", \"RandomGamma\"]' "
+                       f"(torchio's {', '.join(n for n in defaults.AUGMENT_TRANSFORMS if n.startswith('Random'))} "
+                       "and their fixed versions; docs/training.md#augmentation; default: none)")
     p.add_argument("--dims", type=int, choices=(2, 3), default=3, help="3: volumetric patches; 2: axial slices")
     p.add_argument("--patch-size", type=_positive_int, nargs=3, metavar=("X", "Y", "Z"),
                    help="default {} (3D) or {} (2D)".format(*(" ".join(map(str, defaults.PATCH_SIZE[d])) for d in (3, 2))))

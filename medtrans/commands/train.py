@@ -28,7 +28,8 @@ from medtrans.io import check_outputs
 __all__ = ["check_method_options", "check_validation_pairs", "method_options", "parse_assignments", "resume_conflict",
            "run_train"]
 
-RESUME_SETTINGS = ("dims", "patch_size", "batch_size", "sampler", "seed", "intensity_a", "intensity_b")
+RESUME_SETTINGS = ("dims", "patch_size", "batch_size", "sampler", "seed", "intensity_a", "intensity_b", "augment_a",
+                   "augment_b")
 """Settings a resumed run must share with its checkpoint (besides the method and its ``--set`` options): they shape
 the networks, the batches or the intensities the translator learns. The rest (``--iterations``, intervals, ``--device``, ``--workers``...) may change."""
 
@@ -348,6 +349,9 @@ def _train(args: argparse.Namespace) -> int:
     options = parse_assignments(args.set)
     check_method_options(args.method, options)
     intensities = {d: intensity_spec(getattr(args, f"intensity_{d}"), f"--intensity-{d}") for d in ("a", "b")}
+    if given := {d: text for d in ("a", "b") if (text := getattr(args, f"augment_{d}")) is not None}:
+        from medtrans.data.augment import parse_augment  # torchio is imported for augmented runs only
+    augments = {f"transform_{d}": parse_augment(text, f"--augment-{d}") for d, text in given.items()}
     if args.output.is_dir() and (found := latest_checkpoint(args.output)) is not None:
         state = read_checkpoint(found, args.method)  # a run of another method there cannot be resumed
         conflict = resume_conflict(state.get("config"), args, options)
@@ -382,8 +386,8 @@ def _train(args: argparse.Namespace) -> int:
                        {"patch_size": patch, "sampler_type": args.sampler, "num_workers": args.workers,
                         "memory_gb": args.memory_gb, "storage": args.storage, "cache_dir": args.cache_dir},
                        batch_size=batch_size, masks_a=args.masks_a, masks_b=args.masks_b, paired=method.paired,
-                       seed=args.seed, **{f"preprocessing_{d}": {"intensity": spec} for d, spec in intensities.items()
-                                          if spec is not None})
+                       seed=args.seed, **augments, **{f"preprocessing_{d}": {"intensity": spec}
+                                                      for d, spec in intensities.items() if spec is not None})
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("run", "debug")}
     trainer = TranslationTrainer(
         method, data, args.output, iterations=args.iterations, checkpoint_interval=args.checkpoint_interval,

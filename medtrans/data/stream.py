@@ -124,6 +124,9 @@ class TrainStream:
         masks_b: optional masks for domain B.
         paired: pair A and B by subject id (pix2pix): both patches come from the same place.
         seed: data seed.
+        transform_a: a torchio transform applied to domain A's patches as they are cut (``tio.Compose([...])``, or a
+            list); see :mod:`medtrans.data.augment` for where and how, reproducibly.
+        transform_b: domain B's.
 
     Raises:
         InputError: naming the file, for a volume that cannot be read or preprocessed, or the option, for a training
@@ -142,6 +145,8 @@ class TrainStream:
         masks_b: str | Path | None = None,
         paired: bool = False,
         seed: int = 0,
+        transform_a: Any = None,
+        transform_b: Any = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -151,6 +156,11 @@ class TrainStream:
         self.preprocessing_b = _preprocessing(preprocessing_b)
         self.paired = paired
         self.seed = seed
+        self.augment = None
+        if transform_a is not None or transform_b is not None:
+            from medtrans.data.augment import Augment  # imports torchio: for augmented streams only
+
+            self.augment = Augment(transform_a, transform_b)
         self.rank, self.world = rank_and_world()
         records_a = list_domain(domain_a, masks_a) if isinstance(domain_a, (str, Path)) else list(domain_a)
         records_b = list_domain(domain_b, masks_b) if isinstance(domain_b, (str, Path)) else list(domain_b)
@@ -237,6 +247,8 @@ class TrainStream:
         else:
             corner = [int(rng.integers(s - p + 1)) for p, s in zip(patch, shape)]
         region = tuple(slice(c, c + p) for c, p in zip(corner, patch))
+        if self.augment is not None:
+            return self.augment(volume.images, region, rng)
         return {k: t.view(region) if isinstance(t, DiskArray) else t[region] for k, t in volume.images.items()}
 
     def batch(self, index: int) -> dict[str, torch.Tensor]:

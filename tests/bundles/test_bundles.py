@@ -11,10 +11,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 
 from medtrans.model import load_model
-from tests.conftest import REPO, synthetic_nii, synthetic_pair
+from tests.conftest import REPO, synthetic_domains, synthetic_nii, synthetic_pair
 
 BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs" / "metadata.json").exists())
 BASE = REPO / "bundles" / "base" / "configs"
@@ -232,3 +232,21 @@ def test_torchrun_two_processes_gloo(dataset, tmp_path):
         cwd=REPO, env=env, capture_output=True, encoding="utf-8", timeout=300)
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
     assert (root / "runs" / "checkpoint_00000002.pt").exists() and (root / "models" / "model.pt").exists()
+
+
+def test_a_bundle_instantiates_torchio_transforms(tmp_path, synthetic_brains):
+    """A domain's transform written with MONAI's `_target_` syntax reaches the stream: an affine map of both images of
+    a pair, a gamma of A."""
+    a, b = synthetic_domains(tmp_path, synthetic_brains)
+    shutil.copy(a / "s1.nii", b / "s1.nii")  # B is A: pairs of one image
+    parser = ConfigParser()
+    parser.read_config([str(BASE / "train.yaml"), str(REPO / "bundles/pix2pix/configs/train.yaml")])
+    parser.update({"domain_a": str(a), "domain_b": str(b), "spatial_dims": 2, "patch_size": [32, 32, 1],
+                   "train#data#patch#num_workers": 0, "train#data#paired": True,  # pix2pix's, without building it
+                   "transform_a": {"_target_": "torchio.Compose", "transforms": [
+                       {"_target_": "torchio.RandomAffine", "degrees": 10},
+                       {"_target_": "torchio.RandomGamma", "log_gamma": [0.5, 0.5]}]}})
+    stream = parser.get_parsed_content("train#data")
+    assert stream.paired and stream.augment is not None
+    batch = next(stream)
+    assert torch.allclose(batch["a"], 2 * ((batch["b"] + 1) / 2) ** np.exp(0.5) - 1, atol=1e-5)  # A's gamma

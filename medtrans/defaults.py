@@ -31,6 +31,7 @@ __all__ = [
     "PRECISION",
     "PRECISION_TYPES",
     "RESNET_GENERATOR",
+    "R1_INTERVAL",
     "ROI_SIZE",
     "SAMPLER_TYPE",
     "SAMPLER_TYPES",
@@ -117,6 +118,8 @@ def discriminator_scales(spatial_dims: int, num_layers: int = DISCRIMINATOR_LAYE
 
 
 # -- the start mapping ----------------------------------------------------------------------------------------------
+R1_INTERVAL = 16
+"""The R1 penalty (``r1_gamma``) is applied every this many iterations, scaled by it (lazy regularisation)."""
 START_KNOTS = 34
 """Knots of a start mapping (:mod:`medtrans.data.start`): the background and 33 foreground quantiles (0.5 % to
 99.5 %)."""

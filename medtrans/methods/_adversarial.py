@@ -2,8 +2,8 @@
 (:meth:`AdversarialMixin.gan_step`) and two-sided (:meth:`AdversarialMixin.two_sided_gan_step`) GAN steps.
 
 :class:`AdversarialMixin` is a base of :class:`~medtrans.methods.base.TranslationMethod`; it uses the options that
-class stores (``adversarial_loss``, ``lambda_negative``, ``negative_type``, ``structure_specs``, ``lambda_start``)
-and its :meth:`optimize`.
+class stores (``adversarial_loss``, ``lambda_negative``, ``negative_type``, ``structure_specs``, ``lambda_start``, and
+the discriminator remedies ``d_augment``, ``instance_noise`` and ``r1_gamma``) and its :meth:`optimize`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medtrans import defaults
 from medtrans.data.intensity import histogram_match_batch
 from medtrans.errors import DivergenceError
+from medtrans.losses.discriminator import diff_augment, instance_noise, r1_penalty
 from medtrans.losses.structure import schedule_factor
 from medtrans.networks import discriminator_logits
 from medtrans.networks.pool import ImagePool
@@ -40,23 +42,34 @@ class AdversarialMixin:
             )
         return logits
 
+    def _judged(self, discriminator: nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
+        """The logits of ``discriminator`` on ``image`` as it sees every image: with instance noise and augmentation
+        when configured."""
+        image = instance_noise(image, self.instance_noise, self.iteration, self.total_iterations)
+        return self._logits(discriminator, diff_augment(image, self.d_augment) if self.d_augment else image)
+
     def generator_adversarial(self, discriminator: nn.Module, fake: torch.Tensor) -> torch.Tensor:
         """The generator's adversarial loss: ``fake`` should be judged real."""
-        return self.adversarial_loss(self._logits(discriminator, fake), target_is_real=True, for_discriminator=False)
+        return self.adversarial_loss(self._judged(discriminator, fake), target_is_real=True, for_discriminator=False)
 
     def discriminator_adversarial(self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor,
                                   negative: torch.Tensor | None = None) -> torch.Tensor:
         """½ (real judged real + fake judged fake), the fake detached; with ``lambda_negative`` > 0, plus
         ½ λ · ``negative`` (a real image of the other domain, histogram-matched to ``real`` when ``negative_type`` is
-        ``"histogram_matched"``) judged fake."""
-        loss_real = self.adversarial_loss(self._logits(discriminator, real), target_is_real=True)
-        loss_fake = self.adversarial_loss(self._logits(discriminator, fake.detach()), target_is_real=False)
+        ``"histogram_matched"``) judged fake; with ``r1_gamma`` > 0, every :data:`~medtrans.defaults.R1_INTERVAL`-th
+        iteration, plus ``R1_INTERVAL · γ/2 · E‖∇D(real)‖²`` (lazy regularisation, as StyleGAN2)."""
+        loss_real = self.adversarial_loss(self._judged(discriminator, real), target_is_real=True)
+        loss_fake = self.adversarial_loss(self._judged(discriminator, fake.detach()), target_is_real=False)
         if negative is not None and self.lambda_negative > 0:
             if self.negative_type == "histogram_matched":
                 negative = histogram_match_batch(negative, real)
             loss_fake = loss_fake + self.lambda_negative * self.adversarial_loss(
-                self._logits(discriminator, negative), target_is_real=False)
-        return 0.5 * (loss_real + loss_fake)
+                self._judged(discriminator, negative), target_is_real=False)
+        loss = 0.5 * (loss_real + loss_fake)
+        if self.r1_gamma > 0 and self.iteration % defaults.R1_INTERVAL == 0:
+            penalty = r1_penalty(lambda x: self._judged(discriminator, x), real)
+            loss = loss + 0.5 * self.r1_gamma * defaults.R1_INTERVAL * penalty
+        return loss
 
     def structure_penalty(self, source: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         """Weighted sum of the configured extra structure losses between a source and its translation; a term with

@@ -57,6 +57,7 @@ class TrainingMixin:
         self.to(device)
         broadcast_from_main(t for t in self.state_dict().values() if isinstance(t, torch.Tensor) and t.is_floating_point())
         self.amp = resolve_precision(self.precision, self.device, batch_voxels)
+        self.total_iterations = iterations
         half = (iterations or 0) // 2
         constant = half if self.lr_constant_iters is None else self.lr_constant_iters
         decay = (iterations or 0) - half if self.lr_decay_iters is None else self.lr_decay_iters

@@ -20,6 +20,7 @@ from torch import nn
 
 from medtrans.data.start import START_TYPES, StartMapping
 from medtrans.losses import AdversarialLoss
+from medtrans.losses.discriminator import AUGMENT_POLICIES
 from medtrans.losses.structure import structure_loss
 from medtrans.methods._adversarial import AdversarialMixin
 from medtrans.methods._training import COMPILE_TYPES, TrainingMixin
@@ -32,7 +33,7 @@ __all__ = ["NEGATIVE_TYPES", "TranslationMethod", "check_option_values"]
 NEGATIVE_TYPES = ("source", "histogram_matched")
 POSITIVE_OPTIONS = ("lr", "lr_discriminator")
 """Options that must be finite and > 0 (learning rates)."""
-NON_NEGATIVE_OPTIONS = ("weight_decay",)
+NON_NEGATIVE_OPTIONS = ("weight_decay", "r1_gamma", "instance_noise")
 """Options that must be finite and >= 0, besides every ``lambda_*`` loss weight."""
 
 
@@ -133,6 +134,12 @@ class TranslationMethod(TrainingMixin, AdversarialMixin, nn.Module):
             average of its weights (Yazıcı et al., ICLR 2019), updated after every step with the decay
             ``min(ema_decay, (1 + t) / (10 + t))`` at step ``t`` (short runs are not dominated by the initial
             weights). The average is what the saved translator, validation and inference use; training is unchanged.
+        d_augment: differentiable augmentations of every image a discriminator sees (``["translation", "cutout"]``;
+            :func:`~medtrans.losses.discriminator.diff_augment`); default none.
+        r1_gamma: weight γ of the R1 penalty on the discriminators' gradients at real images (0 = off).
+        instance_noise: standard deviation of Gaussian noise added to every discriminator input, annealed to 0 over
+            the run (0 = off). Three remedies for a discriminator that memorises a small training set; spectral
+            normalisation is ``discriminator={"spectral_norm": true}``.
     """
 
     name: ClassVar[str] = ""
@@ -167,6 +174,9 @@ class TranslationMethod(TrainingMixin, AdversarialMixin, nn.Module):
         ema_decay: float = 0.0,
         start: str = "auto",
         lambda_start: float = 10.0,
+        d_augment: Sequence[str] = (),
+        r1_gamma: float = 0.0,
+        instance_noise: float = 0.0,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -178,7 +188,10 @@ class TranslationMethod(TrainingMixin, AdversarialMixin, nn.Module):
         if compile_type not in COMPILE_TYPES:
             raise ValueError(f"compile_type must be one of {COMPILE_TYPES}, got {compile_type!r}")
         check_option_values({"lr": lr, "lr_discriminator": lr_discriminator, "weight_decay": weight_decay,
-                             "lambda_negative": lambda_negative, "lambda_start": lambda_start})
+                             "lambda_negative": lambda_negative, "lambda_start": lambda_start, "r1_gamma": r1_gamma,
+                             "instance_noise": instance_noise})
+        if isinstance(d_augment, str) or any(p not in AUGMENT_POLICIES for p in d_augment):
+            raise ValueError(f"d_augment must be a list of {AUGMENT_POLICIES}, got {d_augment!r}")
         if start not in START_TYPES:
             raise ValueError(f"start must be one of {START_TYPES}, got {start!r}")
         if not 0.0 <= ema_decay < 1.0:
@@ -214,6 +227,10 @@ class TranslationMethod(TrainingMixin, AdversarialMixin, nn.Module):
         self.adversarial_loss = AdversarialLoss(adversarial_criterion)
         self.lambda_negative = lambda_negative
         self.negative_type = negative_type
+        self.d_augment = tuple(d_augment)
+        self.r1_gamma = r1_gamma
+        self.instance_noise = instance_noise
+        self.total_iterations: int | None = None  # the run's length, set by setup()
         self.discriminator_names: list[str] = []
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-__all__ = ["DivergenceError", "InputError", "ModelError", "MedtransError", "Terminated"]
+__all__ = ["DivergenceError", "InputError", "MedtransError", "ModelError", "Terminated", "all_finite"]
 
 
 class MedtransError(Exception):
@@ -38,3 +39,16 @@ class DivergenceError(MedtransError, RuntimeError):
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread by ``medtrans``'s command line so that every clean-up that runs for Ctrl-C
     (temporaries removed, half-written outputs rolled back) runs for it too."""
+
+
+def all_finite(value: object) -> bool:
+    """Whether every number in a JSON value (nested lists and dicts included) is finite: options parsed from the
+    command line are refused with an :class:`InputError` otherwise."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(all_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(all_finite(v) for v in value)
+    return True
+

@@ -15,14 +15,13 @@ import glob
 import inspect
 import json
 import logging
-import math
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from medtrans import defaults
-from medtrans.errors import InputError
+from medtrans.errors import InputError, all_finite
 from medtrans.io import check_outputs
 
 __all__ = ["check_method_options", "check_validation_pairs", "method_options", "parse_assignments", "resume_conflict",
@@ -55,20 +54,9 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
             if value.lstrip()[:1] in ("{", "[", '"'):
                 raise InputError("--set", f"{key}: {value!r} is not valid JSON ({err.msg} at character {err.pos})") from None
             out[key] = value
-        if not _finite(out[key]):
+        if not all_finite(out[key]):
             raise InputError("--set", f"{key}: {value!r} holds a NaN or infinite number; options must be finite")
     return out
-
-
-def _finite(value: Any) -> bool:
-    """Whether every number in a JSON value (nested lists and dicts included) is finite."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_finite(v) for v in value)
-    return True
 
 
 def method_options(name: str) -> dict[str, inspect.Parameter]:
@@ -171,7 +159,7 @@ def intensity_spec(text: str | None, option: str) -> dict[str, Any] | None:
         spec = json.loads(text)
     except json.JSONDecodeError as err:
         raise InputError(option, f"{text!r} is not valid JSON ({err.msg} at character {err.pos})") from None
-    if not isinstance(spec, dict) or not _finite(spec):
+    if not isinstance(spec, dict) or not all_finite(spec):
         raise InputError(option, f"expected a JSON object of finite values such as "
                                  f"'{{\"type\": \"window\", \"low\": -1024, \"high\": 3000}}', got {text!r}")
     try:
@@ -350,7 +338,9 @@ def _train(args: argparse.Namespace) -> int:
     check_method_options(args.method, options)
     intensities = {d: intensity_spec(getattr(args, f"intensity_{d}"), f"--intensity-{d}") for d in ("a", "b")}
     if given := {d: text for d in ("a", "b") if (text := getattr(args, f"augment_{d}")) is not None}:
-        from medtrans.data.augment import parse_augment  # torchio is imported for augmented runs only
+        from medtrans.data.augment import (
+            parse_augment,  # torchio is imported for augmented runs only
+        )
     augments = {f"transform_{d}": parse_augment(text, f"--augment-{d}") for d, text in given.items()}
     if args.output.is_dir() and (found := latest_checkpoint(args.output)) is not None:
         state = read_checkpoint(found, args.method)  # a run of another method there cannot be resumed

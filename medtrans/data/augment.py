@@ -42,7 +42,6 @@ import copy
 import difflib
 import inspect
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -52,7 +51,7 @@ import torch
 import torchio as tio
 
 from medtrans import defaults
-from medtrans.errors import InputError
+from medtrans.errors import InputError, all_finite
 
 __all__ = ["Augment", "parse_augment"]
 
@@ -317,14 +316,6 @@ class Augment:
         return out
 
 
-def _finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    return all(_finite(v) for v in value) if isinstance(value, list) else True
-
-
 def parse_augment(text: str | None, option: str) -> tio.Compose | None:
     """A domain's transform from the command line: a JSON list of torchio transforms, each a name (``"RandomGamma"``)
     or an object with a name and keyword arguments (``{"name": "RandomAffine", "degrees": 10}``); ``None`` for none.
@@ -343,7 +334,7 @@ def parse_augment(text: str | None, option: str) -> tio.Compose | None:
     except json.JSONDecodeError as err:
         raise InputError(option, f"{text!r} is not valid JSON ({err.msg} at character {err.pos})") from None
     items = [items] if isinstance(items, (str, dict)) else items
-    if not isinstance(items, list) or not items or not _finite(items):
+    if not isinstance(items, list) or not items or not all_finite(items):
         raise InputError(option, "expected a JSON list of torchio transforms of finite values, such as "
                                  f"'[{{\"name\": \"RandomAffine\", \"degrees\": 10}}, \"RandomGamma\"]', got {text!r}")
     transforms = []

@@ -158,7 +158,9 @@ class TrainStream:
         self.seed = seed
         self.augment = None
         if transform_a is not None or transform_b is not None:
-            from medtrans.data.augment import Augment  # imports torchio: for augmented streams only
+            from medtrans.data.augment import (
+                Augment,  # imports torchio: for augmented streams only
+            )
 
             self.augment = Augment(transform_a, transform_b)
         self.rank, self.world = rank_and_world()

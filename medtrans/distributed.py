@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["average_gradients", "broadcast_from_main", "is_main_rank", "rank_and_world"]
+__all__ = ["average_gradients", "broadcast_from_main", "is_main_rank", "process_group_from_environment", "rank_and_world"]
 
 
 def _active() -> bool:
@@ -41,3 +43,21 @@ def broadcast_from_main(tensors: Iterable[torch.Tensor]) -> None:
         return
     for tensor in tensors:
         dist.broadcast(tensor, src=0)
+
+
+@contextlib.contextmanager
+def process_group_from_environment() -> Iterator[None]:
+    """Join the process group that torchrun's environment describes (``WORLD_SIZE`` over 1 and none joined yet), and
+    leave it on exit: NCCL with each process on its own GPU (``LOCAL_RANK``) where CUDA is available, else gloo.
+    The rendezvous (``MASTER_ADDR``/``MASTER_PORT``, or torchrun's ``--rdzv-endpoint`` across nodes) is torchrun's.
+    A no-op for one process, or inside a group already joined (e.g. by a bundle's config)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+        yield
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()

@@ -8,19 +8,17 @@ configuration that cannot work stops at once with one line naming the option to 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import difflib
-import fnmatch
 import glob
 import inspect
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from medtrans import defaults
+from medtrans.commands.run_folder import removed_on_failure
 from medtrans.errors import InputError, all_finite
 from medtrans.io import check_outputs
 
@@ -268,72 +266,32 @@ def _check_output(folder: Path, inputs: list[tuple[str | None, str]]) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Body of ``medtrans train``. A run that fails or is interrupted before it saved a checkpoint leaves nothing it
-    created: not its run folder (nor the parents it made), not the files it began in an existing one."""
-    created, before = _missing_ancestor(args.output), _entries(args.output)
-    try:
+    created: not its run folder (nor the parents it made), not the files it began in an existing one. Launched by
+    torchrun, every process joins the process group (NCCL on GPUs, gloo on CPU) and trains on its own share of the
+    data; rank 0 alone writes and cleans up."""
+    from medtrans.distributed import process_group_from_environment
+
+    with removed_on_failure(args.output, enabled=os.environ.get("RANK", "0") == "0"), process_group_from_environment():
         return _train(args)
-    except BaseException:
-        _remove_failed_run(args.output, created, before)
-        raise
-
-
-def _missing_ancestor(folder: Path) -> Path | None:
-    """The outermost of ``folder`` and its parents that does not exist yet (``None`` when ``folder`` exists)."""
-    missing = None
-    for path in [folder, *folder.parents]:
-        if os.path.lexists(path):
-            break
-        missing = path
-    return missing
-
-
-def _entries(folder: Path) -> set[str] | None:
-    try:
-        return set(os.listdir(folder))
-    except OSError:
-        return None
-
-
-def _remove_failed_run(folder: Path, created: Path | None, before: set[str] | None) -> None:
-    """After a failed run: remove what it created in ``folder`` (all of ``created``, the outermost folder it made),
-    unless it saved a checkpoint or a generator there, which a new run resumes from."""
-    now = _entries(folder)
-    if now is None:
-        if created is not None and created.is_dir():
-            with contextlib.suppress(OSError):
-                for path in [folder, *folder.parents]:  # empty parents made before the run folder itself
-                    if path.is_dir():
-                        path.rmdir()
-                    if path == created:
-                        break
-        return
-    new = sorted(now - (before or set()))
-    if any(fnmatch.fnmatchcase(name, "checkpoint_*.pt") or name in ("generator.pt", "best_generator.pt") for name in new):
-        return
-    if created is not None:
-        shutil.rmtree(created, ignore_errors=True)
-        return
-    for name in new:
-        path = folder / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                path.unlink()
 
 
 def _train(args: argparse.Namespace) -> int:
     from medtrans.data import TrainStream
+    from medtrans.distributed import rank_and_world
     from medtrans.engine import TranslationTrainer
     from medtrans.engine.checkpoint import latest_checkpoint, read_checkpoint
     from medtrans.errors import ModelError
     from medtrans.methods import build_method
     from medtrans.utils import resolve_device, seed_everything
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    rank, world = rank_and_world()
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s{f' [rank {rank}]' if world > 1 else ''} %(name)s %(message)s")
     _check_output(args.output, [(args.data_a, "--data-a"), (args.data_b, "--data-b"), (args.masks_a, "--masks-a"),
                                 (args.masks_b, "--masks-b"), *((p, "--validate") for v in args.validate or () for p in v)])
-    resolve_device(args.device)  # e.g. cuda:N for an N that torch does not see: refused before anything is read
+    device = resolve_device(args.device)  # e.g. cuda:N for an N that torch does not see: refused before any reading
+    if device.index is not None and world > 1:
+        raise InputError("--device", f"{args.device} under torchrun: each process uses its own GPU (LOCAL_RANK); "
+                                     "give --device auto or cuda")
     options = parse_assignments(args.set)
     check_method_options(args.method, options)
     intensities = {d: intensity_spec(getattr(args, f"intensity_{d}"), f"--intensity-{d}") for d in ("a", "b")}

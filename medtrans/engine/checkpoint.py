@@ -12,7 +12,7 @@ from ignite.engine import Engine, Events
 
 from medtrans.data.stream import TrainStream
 from medtrans.distributed import is_main_rank
-from medtrans.engine.rng import get_rng_state, set_rng_state
+from medtrans.engine.rng import gather_rng_states, set_rng_state
 from medtrans.errors import InputError
 from medtrans.io import remove_stale_partials
 from medtrans.methods.base import TranslationMethod
@@ -86,18 +86,19 @@ class CheckpointHandler:
         engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.save_interval), self.save)
         engine.add_event_handler(Events.COMPLETED, self.save)
 
-    def payload(self, engine: Engine) -> dict[str, Any]:
+    def payload(self, engine: Engine, rng: dict[str, Any]) -> dict[str, Any]:
         return {
             "format": CHECKPOINT_FORMAT,
             "method": self.method.name,
             "training": self.method.training_state(),
             "engine": {"iteration": engine.state.iteration, "epoch": engine.state.epoch},
-            "rng": get_rng_state(),
+            "rng": rng,
             "config": self.config,
             "generator": self.model.record(),
         }
 
     def save(self, engine: Engine) -> Path | None:
+        rng = gather_rng_states()  # on every rank (a collective), before rank 0 alone writes
         if not is_main_rank():
             return None
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -105,7 +106,7 @@ class CheckpointHandler:
         path = self.output_dir / f"checkpoint_{engine.state.iteration:08d}.pt"
         if path.exists():
             return path
-        atomic_torch_save(self.payload(engine), path)
+        atomic_torch_save(self.payload(engine, rng), path)
         kept = sorted(self.output_dir.glob("checkpoint_*.pt"))
         for old in kept[: max(0, len(kept) - self.keep_last)]:
             old.unlink()

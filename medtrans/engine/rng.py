@@ -9,8 +9,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
-__all__ = ["get_rng_state", "set_rng_state"]
+from medtrans.distributed import rank_and_world
+
+__all__ = ["get_rng_state", "gather_rng_states", "set_rng_state"]
 
 
 def get_rng_state() -> dict[str, Any]:
@@ -28,7 +31,24 @@ def get_rng_state() -> dict[str, Any]:
     return state
 
 
+def gather_rng_states() -> dict[str, Any]:
+    """:func:`get_rng_state`, or under ``torch.distributed`` every rank's, as ``{"ranks": [...]}`` (a collective:
+    every rank calls it), so that each process of a resumed run continues its own random sequence."""
+    state = get_rng_state()
+    world = rank_and_world()[1]
+    if world == 1:
+        return state
+    states: list[Any] = [None] * world
+    dist.all_gather_object(states, state)
+    return {"ranks": states}
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore a state of :func:`get_rng_state`, or this rank's of :func:`gather_rng_states` (rank 0's for a rank the
+    saving run did not have: a run resumed on more processes continues, though not exactly)."""
+    if "ranks" in state:
+        rank = rank_and_world()[0]
+        state = state["ranks"][rank if rank < len(state["ranks"]) else 0]
     random.setstate(state["python"])
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))

@@ -8,6 +8,10 @@
 Tasks (../shared/data, or $MEDTRANS_SHARED_DATA):
 - ``t1-t2``: lesjak-ms-mni (3 MS patients) + tcga-lgg-brainles (2 glioma patients), T1 → T2.
 - ``t1c-flair``: brats2015-deepmedic (4 glioma patients), T1c → FLAIR.
+- ``motion``: motion correction, the second task of the Cycle-MedGAN paper: the T1s of ``t1-t2``, corrupted by rigid
+  motion during the acquisition (torchio's ``RandomMotion`` with its defaults — up to 10° and 10 mm, 2 movements —
+  seeded per subject, written once under ``<out>/motion_inputs``) → the uncorrupted originals. Use ``--split two``:
+  domain A holds some subjects' corrupted T1s, domain B other subjects' clean ones; the baseline is the corrupted input.
 
 Splits — subject-disjoint: the test subject is never seen, in either domain:
 - ``two``: the other subjects, sorted, alternate between domain A (their T1 / T1c) and domain B (their T2 / FLAIR),
@@ -85,7 +89,8 @@ TCGA = {f"tcga-{s}": (DATA / "tcga-lgg-brainles" / s / "t1.nii.gz", DATA / "tcga
 BRATS = {f"brats-{s}": (DATA / "brats2015-deepmedic" / s / "t1c.nii.gz", DATA / "brats2015-deepmedic" / s / "flair.nii.gz",
                         DATA / "brats2015-deepmedic" / s / "brainmask.nii.gz")
          for s in ("brats_2013_pat0003_1", "brats_2013_pat0004_1", "brats_2013_pat0005_1", "brats_2013_pat0006_1")}
-TASKS = {"t1-t2": ({**LESJAK, **TCGA}, "lesjak-patient26"), "t1c-flair": (BRATS, "brats-brats_2013_pat0006_1")}
+TASKS = {"t1-t2": ({**LESJAK, **TCGA}, "lesjak-patient26"), "t1c-flair": (BRATS, "brats-brats_2013_pat0006_1"),
+         "motion": ({**LESJAK, **TCGA}, "lesjak-patient26")}
 PATCH = {2: [128, 128, 1], 3: [48, 48, 48]}
 BATCH = {2: 4, 3: 1}
 INFERENCE = InferenceSettings(roi_size=(96, 96, 96), overlap=0.25, progress=False)
@@ -107,6 +112,28 @@ def split_records(split: str, train: list[str], subjects: dict, paired: bool) ->
         raise ValueError(f"unknown split {split!r}")
     return ([ImageRecord(s, subjects[s][0], subjects[s][2]) for s in a_ids],
             [ImageRecord(s, subjects[s][1], subjects[s][2]) for s in b_ids])
+
+
+def motion_corrupted(subjects: dict, folder: Path) -> dict:
+    """The ``motion`` task's subjects: ``(corrupted T1, clean T1, mask)``, the corrupted volumes written once to
+    ``folder`` (each subject's motion drawn from its own seed, so every run and machine sees the same inputs)."""
+    import torchio as tio
+
+    folder.mkdir(parents=True, exist_ok=True)
+    corrupted = {}
+    for i, (name, (t1, _, mask)) in enumerate(sorted(subjects.items())):
+        path = folder / f"{name}_t1_motion.nii.gz"
+        if not path.is_file():
+            torch.manual_seed(1000 + i)
+            tio.RandomMotion()(tio.ScalarImage(t1)).save(folder / f".{path.name}")
+            (folder / f".{path.name}").rename(path)
+        if mask is None:  # the brain from the clean T1: the corrupted one's ghosts reach into the background
+            mask = folder / f"{name}_brainmask.nii.gz"
+            if not mask.is_file():
+                clean = read_volume(t1)
+                write_volume(mask, foreground_mask(clean.data).astype(np.float32), clean)
+        corrupted[name] = (path, t1, mask)
+    return corrupted
 
 
 def baselines(test_a: Volume, mask: np.ndarray, pooled: np.ndarray) -> dict[str, np.ndarray]:
@@ -261,7 +288,7 @@ def main() -> None:
               "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
               "date": str(datetime.date.today())}
     for task in args.task:
-        subjects = TASKS[task][0]
+        subjects = motion_corrupted(TASKS[task][0], args.output / "motion_inputs") if task == "motion" else TASKS[task][0]
         for test in tests[task]:
             train = [s for s in sorted(subjects) if s != test]
             test_a, test_b = read_volume(subjects[test][0]), read_volume(subjects[test][1])

@@ -2,7 +2,7 @@
 
     python benchmarks/quality.py [--task t1-t2 t1c-flair] [--methods nec ...] [--dims 3] [--iterations 2000]
                                  [--seeds 0 1 2] [--split two all-but-one] [--folds default|all] [--patch X Y Z]
-                                 [--set KEY=VALUE ...] [--intensity SPEC] [--label NAME] [--threads N] [--output DIR]
+                                 [--set KEY=VALUE ...] [--intensity SPEC] [--augment SPEC] [--label NAME] [--threads N] [--output DIR]
                                  [--from-models DIR]
 
 Tasks (../shared/data, or $MEDTRANS_SHARED_DATA):
@@ -69,6 +69,7 @@ import pandas as pd
 import torch
 
 from medtrans.data import ImageRecord, TrainStream
+from medtrans.data.augment import parse_augment
 from medtrans.data.intensity import fit_intensity, foreground_mask
 from medtrans.engine import TranslationTrainer
 from medtrans.commands.train import parse_assignments
@@ -149,7 +150,7 @@ def correlation(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> float:
 def train_and_translate(method_name: str, dims: int, records: tuple[list, list], test_a: Volume, iterations: int,
                         seed: int, patch: list[int] | None, workdir: Path, overrides: dict,
                         batch_size: int | None = None, intensity: dict | None = None, eval_every: int = 0, on_eval=None,
-                        model_path: Path | None = None) -> dict:
+                        model_path: Path | None = None, augment: str | None = None) -> dict:
     """Train, then translate ``test_a`` whole; every ``eval_every`` iterations before the end, also translate it and
     hand ``(iteration, output)`` to ``on_eval`` (the learning curve). The trained translator is saved to ``model_path``
     if given. With ``ema_decay`` the translator is the generator's moving average, and the generator's last weights
@@ -158,8 +159,9 @@ def train_and_translate(method_name: str, dims: int, records: tuple[list, list],
     method = build_method(method_name, spatial_dims=dims, **overrides)
     patch = patch or PATCH[dims]
     method.check_patch(patch)
+    transforms = {f"transform_{d}": parse_augment(augment, "--augment") for d in "ab"} if augment else {}
     stream = TrainStream(*records, {"patch_size": patch, "sampler_type": "foreground", "num_workers": 1},
-                         batch_size=batch_size or BATCH[dims], paired=method.paired, seed=seed,
+                         batch_size=batch_size or BATCH[dims], paired=method.paired, seed=seed, **transforms,
                          **{f"preprocessing_{d}": {"intensity": intensity} for d in "ab" if intensity})
     trainer = TranslationTrainer(method, stream, workdir, iterations=iterations, device="auto", resume=False,
                                  tracking="none", progress=False, log_interval=max(1, iterations // 10))
@@ -255,6 +257,8 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="method options for every run")
     parser.add_argument("--intensity", type=json.loads, metavar="SPEC",
                         help='both domains\' intensity mapping, a JSON spec, e.g. \'{"type": "zscore", "sigmas": 3}\'')
+    parser.add_argument("--augment", metavar="SPEC",
+                        help="both domains' torchio augmentation, as medtrans train --augment-a takes it (a JSON list)")
     parser.add_argument("--label", default="default", help="names this configuration in the tables")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-baselines", action="store_true")
@@ -283,7 +287,8 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip() or "unknown"
     csv = args.output / "runs.csv"
-    options = " ".join(args.set + ([f"intensity={json.dumps(args.intensity)}"] if args.intensity else []))
+    options = " ".join(args.set + ([f"intensity={json.dumps(args.intensity)}"] if args.intensity else [])
+                       + ([f"augment={args.augment}"] if args.augment else []))
     common = {"label": args.label, "options": options, "commit": commit, "threads": torch.get_num_threads(),
               "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
               "date": str(datetime.date.today())}
@@ -317,7 +322,8 @@ def main() -> None:
                                     run = train_and_translate(name, dims, records, test_a, args.iterations, seed,
                                                               args.patch, Path(tmp), overrides, args.batch_size,
                                                               args.intensity, args.eval_every, on_eval,
-                                                              model_path=saved_model(args.output, stem))
+                                                              model_path=saved_model(args.output, stem),
+                                                              augment=args.augment)
                             row = {**base, "iterations": args.iterations, "seconds": run["seconds"],
                                    **score(run["output"], test_a, test_b, mask)}
                             rows.append(row)

@@ -17,6 +17,7 @@ __all__ = [
     "DEVICE_TYPES",
     "DISCRIMINATOR",
     "DISCRIMINATOR_LAYERS",
+    "FAITHFULNESS_CALIBRATION",
     "FAITHFULNESS_EPS",
     "ITERATIONS",
     "LOG_INTERVAL",
@@ -139,6 +140,16 @@ SLICE_BATCH_SIZE = 16
 """Slices per forward pass of 2D models."""
 FAITHFULNESS_EPS = 0.15
 """ε of the faithfulness maps' normalised gradient fields, in [-1, 1] intensity units (NEC's training value)."""
+FAITHFULNESS_CALIBRATION = {
+    "sigma_mm": 2.0, "border_mm": 8.0, "min_volume_mm3": 30.0, "bins": 48,
+    "thresholds": {"invented": 4.542, "erased": 2.922},
+    "task": "T1 -> T2",
+    "provenance": "benchmarks/faithfulness_regions.py on lesjak-ms-mni/patient07, patient19, patient26 (real T2s)",
+}
+"""The faithfulness report's built-in calibration (:mod:`medtrans.faithfulness_report`): residuals averaged by a
+Gaussian of ``sigma_mm``, regions at least ``border_mm`` inside the brain and ``min_volume_mm3`` large, ``bins``
+source-intensity bins, and the thresholds: the largest averaged residual of normal tissue over real co-registered
+T1/T2 pairs (``provenance`` says which). Another task needs its own file (``--faithfulness-calibration``)."""
 OOD_MARGIN = 1.25
 """Out-of-distribution check: a distance is far when it exceeds this many times the largest leave-one-out distance
 among the training volumes (see :mod:`medtrans.data.fingerprint`), ..."""

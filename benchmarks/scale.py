@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from medtrans.data import ImageRecord, TrainStream
-from medtrans.data.cache import DiskArray
+from medtrans.data.blocks import BlockArray
 from medtrans.datasets import make_synthetic_brains
 
 PATCH = (64, 64, 64)
@@ -97,7 +97,7 @@ def child(args: argparse.Namespace) -> None:
                   args.memory_gb)
     next(disk)
     first = time.perf_counter() - t0
-    if not isinstance(disk.domains["a"][0].images["a"], DiskArray):
+    if not isinstance(disk.domains["a"][0].images["a"], BlockArray):
         raise SystemExit("the set fits --memory-gb: it was not put on disk")
     for _ in range(args.rounds):
         _rate(disk, args.batches)

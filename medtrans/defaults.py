@@ -13,6 +13,7 @@ __all__ = [
     "AUGMENT_TRANSFORMS",
     "BATCH_SIZE",
     "BLEND_MODES",
+    "CACHE_BLOCK",
     "CHECKPOINT_INTERVAL",
     "DEVICE_TYPES",
     "DISCRIMINATOR",
@@ -62,6 +63,10 @@ STORAGE_TYPES = ("auto", "memory", "disk")
 STORAGE = "auto"
 """Where the preprocessed training volumes are held: in memory when they fit ``MEMORY_GB``, else in the on-disk
 cache."""
+CACHE_BLOCK = {2: 64, 3: 16}
+"""The side of the blocks the on-disk cache stores a volume in, per patch dimensionality: 16³ float32 (16 KiB) for 3D
+patches (a 64³ patch reads 25 runs of contiguous blocks), 64×64×1 for 2D slices (the side of 1 along the slices'
+axis). Measured in docs/data.md (benchmarks/scale.py)."""
 AUGMENT_TRANSFORMS = (
     "RandomAffine", "RandomElasticDeformation", "RandomFlip", "RandomMotion", "RandomGhosting", "RandomSpike",
     "RandomBiasField", "RandomBlur", "RandomGamma", "RandomNoise",

@@ -5,19 +5,21 @@ one folder per subject, named by a hash of everything its content depends on:
 
 - each input file's resolved path, size, modification time and a hash of its first 64 KiB (and its mask's), so an
   edited or replaced file gets a new entry;
-- the preprocessing of each image and the sampler's foreground threshold;
+- the preprocessing of each image, the sampler's foreground threshold and the block shape (so 2D and 3D runs over the
+  same data hold entries of their own);
 - :data:`CACHE_VERSION`, raised whenever the preprocessing code changes what it writes.
 
-An entry holds one ``.npy`` file per image (float32, the network grid before any padding to the patch), the flat
-indices of the foreground the sampler draws from (``foreground.npy``), and ``meta.json`` (the subject, the intensity
-ranges and backgrounds, the fingerprint statistics). It is written into a private ``.partial-*`` folder and renamed
+An entry holds one block file per image (``a.blocks``: float32, the network grid before any padding to the patch,
+stored as contiguous blocks that suit the patch, see :mod:`medtrans.data.blocks`), the flat indices of the foreground
+the sampler draws from (``foreground.npy``), and ``meta.json`` (the subject, the intensity ranges and backgrounds, the
+fingerprint statistics). It is written into a private ``.partial-*`` folder and renamed
 into place only once complete, so a run killed while caching leaves nothing a later run would trust, and two runs that
 build the same entry at once both end with one complete copy. An entry whose files do not match its ``meta.json``
 (e.g. a truncated copy) is rebuilt.
 
-Reading goes through shared mappings of the files (:class:`DiskArray`): a patch copies only the pages it covers, and
-the process's resident memory stays bounded however many patches a long run cuts (the kernel's page cache keeps
-recently read pages for every process).
+Reading goes through shared mappings of the files (:class:`~medtrans.data.blocks.BlockArray`): a patch copies only
+the blocks it overlaps, and the process's resident memory stays bounded however many patches a long run cuts (the
+kernel's page cache keeps recently read pages for every process).
 """
 
 from __future__ import annotations
@@ -25,24 +27,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import mmap
 import os
 import shutil
-import threading
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medtrans import defaults
+from medtrans.data.blocks import BlockArray, DiskArray, block_shape, write_blocks
 from medtrans.errors import InputError
 
-__all__ = ["CACHE_VERSION", "DiskArray", "DiskCache", "default_cache_dir"]
+__all__ = ["CACHE_VERSION", "BlockArray", "DiskArray", "DiskCache", "default_cache_dir"]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Raised whenever the preprocessing code changes what an entry holds: entries of other versions are not read."""
 _HEAD_BYTES = 2**16
 logger = logging.getLogger("medtrans.data")
@@ -55,101 +56,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medtrans"
 
 
-class _Mappings:
-    """The open read-only mappings of cache files, shared by every :class:`DiskArray` of the process.
-
-    At most :data:`MAX_OPEN` files stay mapped (least recently used closed first), and once the pages the reads may
-    have touched add up to :data:`RELEASE_BYTES`, every mapping drops its pages (``MADV_DONTNEED``; the next read
-    faults them in again from the kernel's page cache). So the process's resident memory stays bounded however many
-    patches a long run cuts, while a patch costs about what a slice of an array in memory costs.
-    """
-
-    MAX_OPEN = 128
-    RELEASE_BYTES = 2**30
-
-    def __init__(self) -> None:
-        self._open: OrderedDict[Path, mmap.mmap] = OrderedDict()
-        self._touched = 0
-        self._lock = threading.Lock()
-
-    def array(self, a: DiskArray) -> np.ndarray:
-        """``a`` as an array over its file's mapping."""
-        with self._lock:
-            if a.path in self._open:
-                self._open.move_to_end(a.path)
-                mapped = self._open[a.path]
-            else:
-                with open(a.path, "rb") as f:
-                    mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-                self._open[a.path] = mapped
-                while len(self._open) > self.MAX_OPEN:
-                    self._open.popitem(last=False)  # closed once no reader still holds it
-        return np.frombuffer(mapped, a.dtype, a.size, a.offset).reshape(a.shape)
-
-    def touched(self, pages: int) -> None:
-        """Count ``pages`` a read may have brought in; past :data:`RELEASE_BYTES`, every mapping drops its pages."""
-        with self._lock:
-            self._touched += pages * mmap.PAGESIZE
-            if self._touched > self.RELEASE_BYTES and hasattr(mmap, "MADV_DONTNEED"):
-                for mapped in self._open.values():
-                    mapped.madvise(mmap.MADV_DONTNEED)
-                self._touched = 0
-
-
-_MAPPINGS = _Mappings()
-
-
-@dataclass(frozen=True)
-class DiskArray:
-    """A ``.npy`` array of the cache, read region by region through a shared, bounded set of mappings.
-
-    Indexing returns an in-memory copy of the region, as ``numpy`` indexing of the whole array would.
-    """
-
-    path: Path
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    offset: int
-
-    @classmethod
-    def open(cls, path: Path) -> DiskArray:
-        """Read the header of ``path``; raises ``ValueError`` when its size does not match it (a truncated file)."""
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(f)
-            offset = f.tell()
-        if fortran:
-            raise ValueError(f"{path} is not in C order")
-        if path.stat().st_size != offset + int(np.prod(shape)) * dtype.itemsize:
-            raise ValueError(f"{path} is {path.stat().st_size} bytes, not what its header says")
-        return cls(path, tuple(shape), dtype, offset)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
-    def view(self, index: Any) -> np.ndarray:
-        """A read-only view of a region, valid as long as it is referenced (it keeps its mapping open)."""
-        if not self.size:
-            return np.empty(self.shape, self.dtype)[index]
-        view = _MAPPINGS.array(self)[index]
-        _MAPPINGS.touched(int(np.prod(np.shape(view)[:-1])) if np.ndim(view) > 1 else 1)  # one page per row, at most
-        return view
-
-    def __getitem__(self, index: Any) -> np.ndarray:
-        return np.array(self.view(index))
-
-    def read(self) -> np.ndarray:
-        """The whole array, in memory."""
-        return self[...]
-
-
 @dataclass(frozen=True)
 class Entry:
     """One complete cache entry: ``images`` per key and the ``foreground`` indices on disk, and its metadata."""
 
-    images: dict[str, DiskArray]
+    images: dict[str, BlockArray]
     foreground: DiskArray
     meta: dict[str, Any]
 
@@ -159,14 +70,16 @@ class DiskCache:
 
     Args:
         root: the cache folder; several runs, and several processes of one run, may share it.
+        block: the blocks images are stored in (:func:`~medtrans.data.blocks.block_shape` of the patch; default that
+            of the default 3D patch).
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, block: Sequence[int] | None = None) -> None:
         self.root = Path(root).expanduser()
+        self.block = tuple(int(b) for b in (block or block_shape(defaults.PATCH_SIZE[3])))
 
-    @staticmethod
-    def key(records: Mapping[str, Any], preprocessing: Mapping[str, Any], foreground_threshold: float) -> str:
-        """The entry name for one subject's ``records`` (``{key: ImageRecord}``) and their preprocessing."""
+    def key(self, records: Mapping[str, Any], preprocessing: Mapping[str, Any], foreground_threshold: float) -> str:
+        """The entry name for one subject's ``records`` (``{key: ImageRecord}``), their preprocessing and the block."""
 
         def stat(path: Path | None) -> list[Any] | None:
             if path is None:
@@ -182,6 +95,7 @@ class DiskCache:
 
         described = {
             "version": CACHE_VERSION,
+            "block": list(self.block),
             "foreground_threshold": float(foreground_threshold),
             "images": {k: {"image": stat(r.image), "mask": stat(r.mask),
                            "preprocessing": asdict(preprocessing[k])} for k, r in sorted(records.items())},
@@ -196,7 +110,7 @@ class DiskCache:
             return None
         try:
             meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-            images = {k: DiskArray.open(folder / f"{k}.npy") for k in meta["keys"]}
+            images = {k: BlockArray.open(folder / f"{k}.blocks") for k in meta["keys"]}
             foreground = DiskArray.open(folder / "foreground.npy")
             if any(list(a.shape) != meta["shape"] for a in images.values()) or foreground.size != meta["foreground"]:
                 raise ValueError("its arrays do not match meta.json")
@@ -220,11 +134,9 @@ class DiskCache:
         except OSError as err:
             raise InputError(self.root, f"the training cache cannot be written there ({err.strerror})") from None
         try:
-            for name, array in {**images, "foreground": foreground}.items():
-                with open(partial / f"{name}.npy", "wb") as f:
-                    np.save(f, np.ascontiguousarray(array))
-                    f.flush()
-                    os.fsync(f.fileno())
+            for name, array in images.items():
+                _write(partial / f"{name}.blocks", lambda f, a=array: write_blocks(f, a, self.block))
+            _write(partial / "foreground.npy", lambda f: np.save(f, np.ascontiguousarray(foreground)))
             shape = list(next(iter(images.values())).shape)
             record = {**meta, "keys": sorted(images), "shape": shape, "foreground": int(foreground.size)}
             (partial / "meta.json").write_text(json.dumps(record), encoding="utf-8")
@@ -242,3 +154,11 @@ class DiskCache:
         if entry is None:
             raise OSError(f"cache entry {self.root / key} could not be written")
         return entry
+
+
+def _write(path: Path, write: Callable[[Any], None]) -> None:
+    """Write one file of an entry with ``write(open file)``, and flush it to the disk."""
+    with open(path, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())

@@ -4,7 +4,7 @@ Every training volume is read with :func:`medtrans.io.read_volume` (the checks o
 preprocessed with :func:`medtrans.data.preprocessing.prepare` (the path inference takes) exactly once, by
 ``num_workers`` threads. A training set that fits the memory budget (checked from the headers, before anything is read)
 is held in memory; a larger one (or any, with ``storage="disk"``) is written once to the on-disk cache
-(:mod:`medtrans.data.cache`) and memory-mapped, patch by patch. Patches are then sliced out by a background thread (:class:`~medtrans.data.prefetch.Prefetcher`) that keeps ``prefetch`` batches ready (in pinned
+(:mod:`medtrans.data.cache`, stored as contiguous blocks) and read block by block. Patches are then sliced out by a background thread (:class:`~medtrans.data.prefetch.Prefetcher`) that keeps ``prefetch`` batches ready (in pinned
 memory when CUDA is available) while the step runs.
 
 Batch ``i`` is a function of ``(seed, rank, i)`` alone: its random generator is seeded with those numbers. So the
@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from medtrans import defaults
-from medtrans.data.cache import DiskArray, DiskCache, default_cache_dir
+from medtrans.data.blocks import block_shape
+from medtrans.data.cache import DiskCache, default_cache_dir
 from medtrans.data.fingerprint import build_fingerprint
 from medtrans.data.prefetch import Prefetcher
 from medtrans.data.preprocessing import Preprocessing
@@ -211,7 +212,8 @@ class TrainStream:
                 f"{self.config.memory_gb:g}; use a --patch-size no larger than the volumes")
         cache = None
         if storage == "disk":
-            cache = DiskCache(self.config.cache_dir if self.config.cache_dir is not None else default_cache_dir())
+            cache = DiskCache(self.config.cache_dir if self.config.cache_dir is not None else default_cache_dir(),
+                              block_shape(self.config.patch_size))
         failed = threading.Event()  # the first bad volume stops the rest: no more is read or cached
 
         def load(subject: dict[str, ImageRecord]) -> CachedVolume | None:
@@ -251,7 +253,7 @@ class TrainStream:
         region = tuple(slice(c, c + p) for c, p in zip(corner, patch))
         if self.augment is not None:
             return self.augment(volume.images, region, rng)
-        return {k: t.view(region) if isinstance(t, DiskArray) else t[region] for k, t in volume.images.items()}
+        return {k: t[region] for k, t in volume.images.items()}  # tensor views, or copies read from the disk cache
 
     def batch(self, index: int) -> dict[str, torch.Tensor]:
         """Batch number ``index`` (a pure function of the seed, the rank and ``index``)."""
@@ -260,8 +262,11 @@ class TrainStream:
         for volumes in self.domains.values():
             patches = [self._cut(rng, volumes[int(rng.integers(len(volumes)))]) for _ in range(self.batch_size)]
             for key in patches[0]:
-                parts = [p[key] for p in patches]  # tensors, or read-only views of the disk cache: one copy here
-                stacked = (torch.stack(parts) if isinstance(parts[0], torch.Tensor) else torch.from_numpy(np.stack(parts)))[:, None]
+                parts = [p[key] for p in patches]  # tensor views (copied here), or arrays read from the disk cache
+                if isinstance(parts[0], torch.Tensor):
+                    stacked = torch.stack(parts)[:, None]
+                else:  # already copies: one patch is used as it is
+                    stacked = torch.from_numpy(np.stack(parts) if len(parts) > 1 else parts[0][None])[:, None]
                 if self.spatial_dims == 2:
                     stacked = stacked.squeeze(2 + self.config.patch_size.index(1))
                 out[key] = stacked

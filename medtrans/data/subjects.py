@@ -2,7 +2,7 @@
 
 :func:`load_subject` turns one subject's image records (one per key: ``"a"``, ``"b"``, or both for paired data) into a
 :class:`CachedVolume` whose images live in memory (torch tensors) or in the on-disk cache (:class:`~medtrans.data.
-cache.DiskArray`, memory-mapped patch by patch); :func:`estimated_bytes` sizes a record from its header before
+blocks.BlockArray`, read block by block); :func:`estimated_bytes` sizes a record from its header before
 anything is read.
 """
 
@@ -17,7 +17,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from medtrans.data.cache import DiskArray, DiskCache
+from medtrans.data.blocks import BlockArray, DiskArray
+from medtrans.data.cache import DiskCache
 from medtrans.data.fingerprint import volume_stats
 from medtrans.data.intensity import foreground_mask
 from medtrans.data.preprocessing import Preprocessing, prepare
@@ -39,7 +40,7 @@ class CachedVolume:
 
     Attributes:
         subject_id: the subject.
-        images: ``{key: (X, Y, Z) float32 tensor or DiskArray}`` on one grid (``"a"``, ``"b"``, or both for paired
+        images: ``{key: (X, Y, Z) float32 tensor or BlockArray}`` on one grid (``"a"``, ``"b"``, or both for paired
             data).
         foreground: flat indices of the voxels the foreground sampler draws from (an array or a DiskArray).
         ranges: per key, the raw intensities mapped to -1 and 1 (the fitted source mapping).
@@ -49,7 +50,7 @@ class CachedVolume:
     """
 
     subject_id: str
-    images: dict[str, torch.Tensor | DiskArray]
+    images: dict[str, torch.Tensor | BlockArray]
     foreground: np.ndarray | DiskArray
     ranges: dict[str, tuple[float, float]]
     backgrounds: dict[str, float]
@@ -140,7 +141,7 @@ def _padded(images: dict[str, np.ndarray], foreground: np.ndarray, config: Patch
     return {k: np.pad(v, padding, constant_values=float(v.min())) for k, v in images.items()}, _indices(mask)
 
 
-def _volume(images: Mapping[str, np.ndarray | DiskArray], foreground: np.ndarray | DiskArray,
+def _volume(images: Mapping[str, np.ndarray | BlockArray], foreground: np.ndarray | DiskArray,
             meta: Mapping[str, Any]) -> CachedVolume:
     return CachedVolume(meta["subject_id"],
                         {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in images.items()},
@@ -150,12 +151,12 @@ def _volume(images: Mapping[str, np.ndarray | DiskArray], foreground: np.ndarray
 
 def load_subject(records: Mapping[str, ImageRecord], preprocessing: Mapping[str, Preprocessing], config: PatchConfig,
           cache: DiskCache | None) -> CachedVolume:
-    """One subject, in memory (``cache`` None) or memory-mapped from its (built once) entry in ``cache``."""
+    """One subject, in memory (``cache`` None) or read from its (built once) entry in ``cache``."""
     image = next(iter(records.values())).image
     if cache is None:
         images, foreground, meta = _prepare(records, preprocessing, config)
         return _volume(*_padded(images, foreground, config, image), meta)
-    key = DiskCache.key(records, preprocessing, config.foreground_threshold)
+    key = cache.key(records, preprocessing, config.foreground_threshold)
     entry = cache.put(key, lambda: _prepare(records, preprocessing, config))
     meta = {**entry.meta, "subject_id": next(iter(records.values())).subject_id}  # an entry may serve several ids
     if any(p > s for p, s in zip(config.patch_size, entry.meta["shape"])):  # small: padded, and held in memory

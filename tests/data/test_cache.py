@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+import medtrans.data.blocks as blocks_module
 import medtrans.data.cache as cache_module
 import medtrans.data.stream as stream_module
 import medtrans.data.subjects as subjects_module
 from medtrans.data import ImageRecord, TrainStream
-from medtrans.data.cache import DiskArray, DiskCache
+from medtrans.data.blocks import BlockArray, DiskArray, block_shape, write_blocks
+from medtrans.data.cache import DiskCache
 from medtrans.errors import InputError
 
 
@@ -48,12 +50,14 @@ def _never(*args, **kwargs):
 
 
 @pytest.mark.parametrize("patch,sampler", [((24, 24, 24), "foreground"), ((24, 24, 24), "uniform"),
-                                           ((40, 40, 1), "foreground"), ((120, 24, 24), "foreground")])
+                                           ((40, 40, 1), "foreground"), ((120, 24, 24), "foreground"),
+                                           ((90, 100, 17), "uniform"), ((33, 1, 80), "uniform")])
 def test_the_same_batches_in_memory_and_on_disk(records, tmp_path, patch, sampler):
     memory = _stream(records, "memory", None, patch, seed=3, sampler_type=sampler)
     disk = _stream(records, "disk", tmp_path / "cache", patch, seed=3, sampler_type=sampler)
     if patch[0] <= 98:  # a volume smaller than the patch is padded and held in memory
-        assert all(isinstance(t, DiskArray) for d in disk.domains.values() for v in d for t in v.images.values())
+        assert all(isinstance(t, BlockArray) and t.block == block_shape(patch)
+                   for d in disk.domains.values() for v in d for t in v.images.values())
     for x, y in zip(_batches(memory, 6), _batches(disk, 6)):
         assert all(torch.equal(x[k], y[k]) for k in "ab")
     # exact resume: batch 4 of a stream resumed there is batch 4 of the first run
@@ -113,19 +117,21 @@ def test_a_bad_input_is_named_and_leaves_no_entry(records, tmp_path):
 
 def test_an_interrupted_write_leaves_nothing_a_later_run_trusts(records, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    real_save, calls = np.save, []
+    real_write, calls = cache_module._write, []
 
-    def dying(file, array, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:  # the second file of the first entry
+    def dying(path, write):
+        calls.append(path.name)
+        if len(calls) == 2:  # the second file of the first entry (its foreground, after its image's blocks)
+            with open(path, "wb") as f:
+                f.write(b"half")
             raise OSError(28, "No space left on device")
-        return real_save(file, array, *args, **kwargs)
+        return real_write(path, write)
 
-    monkeypatch.setattr(cache_module.np, "save", dying)
+    monkeypatch.setattr(cache_module, "_write", dying)
     with pytest.raises(InputError, match=r"cache: the training cache cannot be written there \(No space left"):
         _stream(records, "disk", cache, num_workers=1)
-    assert _entries(cache) == []
-    monkeypatch.setattr(cache_module.np, "save", real_save)
+    assert _entries(cache) == [] and calls == ["a.blocks", "foreground.npy"]
+    monkeypatch.setattr(cache_module, "_write", real_write)
     memory, disk = _stream(records, "memory", None), _stream(records, "disk", cache)
     assert all(torch.equal(x[k], y[k]) for x, y in zip(_batches(memory, 3), _batches(disk, 3)) for k in "ab")
 
@@ -134,10 +140,10 @@ def test_a_damaged_entry_is_rebuilt(records, tmp_path, caplog):
     cache = tmp_path / "cache"
     memory = _stream(records, "memory", None)
     _stream(records, "disk", cache)
-    victim = cache / _entries(cache)[0] / "a.npy"
+    victim = cache / _entries(cache)[0] / "a.blocks"
     if not victim.exists():
-        victim = victim.with_name("b.npy")
-    victim.write_bytes(victim.read_bytes()[:-100])  # truncated on disk
+        victim = victim.with_name("b.blocks")
+    victim.write_bytes(victim.read_bytes()[:-100])  # truncated on disk: its last block is short
     with caplog.at_level("WARNING", "medtrans.data"):
         rebuilt = _stream(records, "disk", cache)
     assert "is damaged" in caplog.text
@@ -180,21 +186,50 @@ def test_an_unwritable_cache_folder_is_named(records, tmp_path):
         _stream(records, "disk", blocked / "cache")
 
 
-def test_mappings_stay_bounded_and_views_outlive_them(tmp_path, monkeypatch):
-    mappings = cache_module._Mappings()
-    monkeypatch.setattr(cache_module, "_MAPPINGS", mappings)
+def test_mappings_stay_bounded_and_reads_outlive_them(tmp_path, monkeypatch):
+    mappings = blocks_module._Mappings()
+    monkeypatch.setattr(blocks_module, "_MAPPINGS", mappings)
     monkeypatch.setattr(mappings, "MAX_OPEN", 2)
     monkeypatch.setattr(mappings, "RELEASE_BYTES", 1)  # every read drops every mapping's pages
     arrays, disk = [], []
     for i in range(3):
         arrays.append(np.random.default_rng(i).random((5, 6, 7), dtype=np.float32))
-        np.save(tmp_path / f"{i}.npy", arrays[-1])
-        disk.append(DiskArray.open(tmp_path / f"{i}.npy"))
-    views = [d.view((slice(1, 4), slice(None), slice(2, 5))) for d in disk]
-    assert len(mappings._open) == 2  # the first file's mapping was closed for the third
-    for _ in range(2):  # its view still reads its data, and every read after a release is right
-        assert all(np.array_equal(v, a[1:4, :, 2:5]) for v, a in zip(views, arrays))
+        with open(tmp_path / f"{i}.blocks", "wb") as f:
+            write_blocks(f, arrays[-1], (2, 4, 3))
+        disk.append(BlockArray.open(tmp_path / f"{i}.blocks"))
+    np.save(tmp_path / "v.npy", np.arange(10, dtype=np.int32))
+    vector = DiskArray.open(tmp_path / "v.npy")
+    assert len(mappings._open) == 0  # opening reads the header only
+    for _ in range(2):  # each file mapped again once closed, and every read after a release is right
+        assert all(np.array_equal(d[1:4, :, 2:5], a[1:4, :, 2:5]) for d, a in zip(disk, arrays))
         assert all(np.array_equal(d[2], a[2]) and np.array_equal(d.read(), a) for d, a in zip(disk, arrays))
+        assert vector[7] == 7 and np.array_equal(vector.read(), np.arange(10))
+        assert len(mappings._open) == 2
+    for name in ("0.blocks", "v.npy"):
+        (tmp_path / name).write_bytes((tmp_path / name).read_bytes()[:-4])
     with pytest.raises(ValueError, match="not what its header says"):
-        (tmp_path / "0.npy").write_bytes((tmp_path / "0.npy").read_bytes()[:-4])
-        DiskArray.open(tmp_path / "0.npy")
+        BlockArray.open(tmp_path / "0.blocks")
+    with pytest.raises(ValueError, match="not what its header says"):
+        DiskArray.open(tmp_path / "v.npy")
+
+
+@pytest.mark.parametrize("shape,block", [((37, 29, 23), (16, 16, 16)), ((37, 29, 23), (8, 8, 1)),
+                                         ((5, 6, 7), (16, 16, 16)), ((40, 33, 50), (7, 5, 3)), ((30, 20), (8, 8))])
+def test_a_block_file_reads_any_region_as_numpy_does(tmp_path, shape, block):
+    """Regions inside one block, straddling block boundaries, or reaching the padded edge blocks."""
+    rng = np.random.default_rng(0)
+    array = rng.random(shape, dtype=np.float32)
+    with open(tmp_path / "x.blocks", "wb") as f:
+        write_blocks(f, array, block)
+    disk = BlockArray.open(tmp_path / "x.blocks")
+    assert (tmp_path / "x.blocks").stat().st_size == 4096 + int(np.prod([-(-s // b) * b for s, b in zip(shape, block)])) * 4
+    indices = [..., 1, -1, (slice(None), 2), (..., 0), np.s_[::2], (slice(3, 3),), (slice(-9, None), slice(1, -1))]
+    for _ in range(200):
+        corner = [int(rng.integers(s)) for s in shape]
+        stop = [int(rng.integers(c, s + 1)) for c, s in zip(corner, shape)]
+        indices.append(tuple(slice(c, z) if rng.random() < 0.8 else c for c, z in zip(corner, stop)))
+    if all(s >= 2 * b for s, b in zip(shape, block)):  # one whole block; one block's last voxel to the next one's first
+        indices += [tuple(slice(b, 2 * b) for b in block), tuple(slice(b - 1, b + 1) for b in block)]
+    for index in indices:
+        got, want = disk[index], array[index]
+        assert got.shape == want.shape and np.array_equal(got, want), index

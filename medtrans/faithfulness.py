@@ -19,12 +19,15 @@ docs/inference.md.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from medtrans.defaults import FAITHFULNESS_EPS
+from medtrans.errors import InputError
 from medtrans.losses.ngf import normalized_gradient_field
 
-__all__ = ["faithfulness_maps"]
+__all__ = ["faithfulness_maps", "faithfulness_paths"]
 
 
 def faithfulness_maps(source: torch.Tensor, output: torch.Tensor, eps: float = FAITHFULNESS_EPS) -> dict[str, torch.Tensor]:
@@ -50,4 +53,19 @@ def faithfulness_maps(source: torch.Tensor, output: torch.Tensor, eps: float = F
         "ngf": 1.0 - 0.5 * inner2,
         "invented": (o2 - explained).clamp(min=0),
         "erased": (s2 - explained).clamp(min=0),
+    }
+
+
+def faithfulness_paths(path: str | Path) -> dict[str, Path]:
+    """``PATH`` holds the NGF map; ``<stem>_invented`` and ``<stem>_erased`` sit beside it."""
+    path = Path(path)
+    name = path.name
+    suffix = ".nii.gz" if name.lower().endswith(".nii.gz") else (".nii" if name.lower().endswith(".nii") else "")
+    if not suffix:
+        raise InputError(path, "faithfulness map must be a .nii or .nii.gz file name")
+    stem = name[: -len(suffix)]
+    return {
+        "ngf": path,
+        "invented": path.with_name(f"{stem}_invented{suffix}"),
+        "erased": path.with_name(f"{stem}_erased{suffix}"),
     }

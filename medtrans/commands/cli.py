@@ -213,6 +213,13 @@ def _add_translate(subparsers: argparse._SubParsersAction, common: argparse.Argu
                    "<stem>_erased beside it (edges the output added / lost); a folder when INPUT is a folder. "
                    "See docs/inference.md")
     p.add_argument("--faithfulness-eps", type=_positive_float, default=defaults.FAITHFULNESS_EPS, help="epsilon of the faithfulness maps, normalised units")
+    p.add_argument("--faithfulness-report", type=Path,
+                   help="also write the regions of invented or erased structure beyond what real pairs show, as .json "
+                   "or .csv, with a .png montage of them beside it; a folder (of .json) when INPUT is a folder. "
+                   "See docs/inference.md")
+    p.add_argument("--faithfulness-calibration", type=Path,
+                   help="calibration JSON of the report (written by benchmarks/faithfulness_regions.py); default: "
+                   "the built-in T1->T2 one")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(run="medtrans.commands.translate:run_translate")
 

@@ -32,7 +32,7 @@ def run_translate(args: Any) -> int:
     """Body of ``medtrans translate``: paths first, then the model and its options, then the volumes."""
     given = {name: getattr(args, name) for name in (*SETTINGS_3D, *SETTINGS_2D, "device", "precision")
              if getattr(args, name) is not None}
-    for path in (args.mask, args.reference, args.model):  # a FIFO or a device would block or never end: refused now
+    for path in (args.mask, args.reference, args.model, args.faithfulness_calibration):  # a FIFO or a device would block or never end: refused now
         if path is not None and os.path.lexists(path):
             check_input(path)
 
@@ -43,5 +43,7 @@ def run_translate(args: Any) -> int:
                                  f"and {args.model} is a {model.spatial_dims}D model; leave it out")
 
     translate_path(args.input, args.output, args.model, args.faithfulness_map, args.mask, _target_spec(args),
-                   args.faithfulness_eps, check_model=check_settings, progress=not args.no_progress, **given)
+                   args.faithfulness_eps, check_model=check_settings, progress=not args.no_progress,
+                   faithfulness_report=args.faithfulness_report,
+                   faithfulness_calibration=args.faithfulness_calibration, **given)
     return 0

@@ -35,7 +35,8 @@ from medtrans.data.intensity import (
 from medtrans.data.preprocessing import Prepared, grid_problem, prepare
 from medtrans.data.start import input_knots
 from medtrans.errors import InputError, ModelError
-from medtrans.faithfulness import faithfulness_maps
+from medtrans.faithfulness import faithfulness_maps, faithfulness_paths
+from medtrans.faithfulness_report import report_paths, report_writes
 from medtrans.io import (
     Volume,
     atomic_write_many,
@@ -334,10 +335,13 @@ class Translator:
         mask_path: str | Path | None = None,
         maps_eps: float = defaults.FAITHFULNESS_EPS,
         ood_report_path: str | Path | None = None,
+        faithfulness_report: str | Path | None = None,
+        calibration: Mapping[str, Any] | None = None,
     ) -> Path:
-        """Read, translate and write one volume, its faithfulness maps and its out-of-distribution report (the JSON
-        of :attr:`Translation.ood`, at ``ood_report_path`` when given): all of them, or (on any failure or
-        interruption) none.
+        """Read, translate and write one volume, its faithfulness maps, its out-of-distribution report (the JSON
+        of :attr:`Translation.ood`, at ``ood_report_path`` when given) and its faithfulness report (regions of
+        invented or erased structure, :mod:`medtrans.faithfulness_report`, with ``calibration``; a montage beside
+        it): all of them, or (on any failure or interruption) none.
 
         Raises:
             InputError: for a bad input, mask or output path (checked before any computation), or an output that
@@ -350,6 +354,8 @@ class Translator:
         map_paths = faithfulness_paths(faithfulness_map) if faithfulness_map is not None else {}
         extra = [*((p, "--faithfulness-map") for p in map_paths.values())]
         extra += [(Path(ood_report_path), "OUTPUT")] if ood_report_path is not None else []
+        if faithfulness_report is not None:
+            extra += [(p, "--faithfulness-report") for p in report_paths(faithfulness_report).values()]
         for p, _ in extra:
             check_writable(p)
         check_outputs([(output_path, "OUTPUT"), *extra], [(input_path, "INPUT"), (mask_path, "--mask"), *self._reads()])
@@ -362,6 +368,10 @@ class Translator:
         images = [(p, nifti_like(data, volume, text)) for p, data, text in [*maps, (output_path, result.output,
                                                                                     "medtrans translation")]]
         writes = [(p, lambda tmp, image=image: nib.save(image, tmp)) for p, image in images]
+        if faithfulness_report is not None:
+            writes += report_writes(faithfulness_report, result.source_normalized, result.output_normalized,
+                                    foreground_mask(volume.data, mask), volume.affine, calibration,
+                                    {"input": str(input_path), "output": str(output_path)})[0]
         if ood_report_path is not None:
             text = json.dumps({"input": str(input_path), "output": str(output_path), "model": str(self.model.source),
                                **result.ood}, indent=1)
@@ -382,18 +392,3 @@ def _model_reads(model: TranslationModel | str | Path, target_intensity: Mapping
     reference = target.get("reference") if target.get("type") == "histogram" else None
     return [(source if source.exists() else None, "--model"),
             (Path(reference) if reference else None, "--reference")]
-
-
-def faithfulness_paths(path: str | Path) -> dict[str, Path]:
-    """``PATH`` holds the NGF map; ``<stem>_invented`` and ``<stem>_erased`` sit beside it."""
-    path = Path(path)
-    name = path.name
-    suffix = ".nii.gz" if name.lower().endswith(".nii.gz") else (".nii" if name.lower().endswith(".nii") else "")
-    if not suffix:
-        raise InputError(path, "faithfulness map must be a .nii or .nii.gz file name")
-    stem = name[: -len(suffix)]
-    return {
-        "ngf": path,
-        "invented": path.with_name(f"{stem}_invented{suffix}"),
-        "erased": path.with_name(f"{stem}_erased{suffix}"),
-    }

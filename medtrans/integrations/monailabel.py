@@ -13,6 +13,7 @@ medtrans.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
@@ -97,8 +98,9 @@ class TranslationInferTask(InferTask):
     :meth:`Translator.translate_file` and returned as a float32 NIfTI with the input's shape and affine. Parameters a
     client may set in the request (shown under the model's ``config`` in ``/info``): ``roi_size``, ``overlap``,
     ``sw_batch_size`` (3D models), ``batch_size``, ``slice_axis`` (2D models), ``device``, ``precision``,
-    ``result_type`` (``translation`` or a faithfulness map: ``invented``, ``erased``, ``ngf``) and
-    ``faithfulness_eps``. Requests run one at a time per task (a lock), so memory stays one volume's worth.
+    ``result_type`` (``translation`` or a faithfulness map: ``invented``, ``erased``, ``ngf``),
+    ``faithfulness_eps`` and ``faithfulness_report`` (true: the regions of invented or erased structure, with the
+    built-in calibration, in the JSON under ``medtrans.faithfulness_report``). Requests run one at a time per task (a lock), so memory stays one volume's worth.
 
     Args:
         model: a loaded model, or a checkpoint / bundle path.
@@ -121,6 +123,7 @@ class TranslationInferTask(InferTask):
             "precision": list(PRECISION_TYPES),
             "result_type": list(RESULT_TYPES),
             "faithfulness_eps": FAITHFULNESS_EPS,
+            "faithfulness_report": False,
         })
         super().__init__(
             type=InferType.OTHERS,
@@ -134,8 +137,11 @@ class TranslationInferTask(InferTask):
     def is_valid(self) -> bool:
         return True
 
-    def _request_settings(self, request: dict[str, Any]) -> tuple[InferenceSettings, str, float]:
+    def _request_settings(self, request: dict[str, Any]) -> tuple[InferenceSettings, str, float, bool]:
         values = {k: request.get(k, _choice(v)) for k, v in self.config().items()}
+        report = values.pop("faithfulness_report")
+        if str(report).lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"faithfulness_report must be true or false, got {report!r}")
         result_type = str(values.pop("result_type"))
         if result_type not in RESULT_TYPES:
             raise ValueError(f"result_type must be one of {RESULT_TYPES}, got {result_type!r}")
@@ -149,7 +155,7 @@ class TranslationInferTask(InferTask):
         if dtype not in (None, "", "float32") or extension not in (None, "", *_NIFTI):
             raise ValueError(f"cannot return result_dtype={dtype!r} result_extension={extension!r}: {_SLICER_HINT}")
         settings = InferenceSettings.for_model(self.model, **values, progress=False)
-        return settings, result_type, eps
+        return settings, result_type, eps, str(report).lower() in ("true", "1")
 
     def __call__(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """Translate ``request["image"]``; returns the result file (the server deletes it after sending) and JSON.
@@ -162,7 +168,7 @@ class TranslationInferTask(InferTask):
         if not isinstance(image, str) or not image:
             raise HTTPException(status_code=422, detail="medtrans: the request has no image path")
         try:
-            settings, result_type, eps = self._request_settings(request)
+            settings, result_type, eps, want_report = self._request_settings(request)
         except (TypeError, ValueError) as err:
             raise HTTPException(status_code=422, detail=f"medtrans: bad parameter: {err}") from err
         suffix = ".nii" if request.get("result_extension") == ".nii" else ".nii.gz"
@@ -171,12 +177,15 @@ class TranslationInferTask(InferTask):
         try:
             with self._lock, tempfile.TemporaryDirectory(prefix="medtrans_") as tmp:
                 translator = Translator(self.model, settings)
+                report = Path(tmp) / "report.json" if want_report else None
                 if result_type == "translation":
-                    translator.translate_file(image, result)
+                    translator.translate_file(image, result, faithfulness_report=report)
                 else:
                     maps = Path(tmp) / f"map{suffix}"
-                    translator.translate_file(image, Path(tmp) / f"translation{suffix}", maps, maps_eps=eps)
+                    translator.translate_file(image, Path(tmp) / f"translation{suffix}", maps, maps_eps=eps,
+                                              faithfulness_report=report)
                     os.replace(faithfulness_paths(maps)[result_type], result)
+                regions = json.loads(report.read_text()) if report is not None else None
         except MedtransError as err:
             os.unlink(result)
             raise HTTPException(status_code=422, detail=f"medtrans: cannot translate the input image: {err}") from err
@@ -191,5 +200,6 @@ class TranslationInferTask(InferTask):
                 "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
                 "seconds": round(time.perf_counter() - start, 3),
                 "ood": translator.last_ood,  # the input against the training fingerprint (docs/inference.md)
+                **({"faithfulness_report": {k: regions[k] for k in ("regions", "calibration")}} if regions else {}),
             }
         }

@@ -203,6 +203,19 @@ def test_faithfulness_map_on_request(served, tmp_path, result_type, extension):
     assert_same_volume(got, nib.load(reference / name))
 
 
+def test_the_faithfulness_report_on_request(served, tmp_path):
+    server, study, _, _, generator = served
+    want = tmp_path / "report.json"
+    translate_path(study, tmp_path / "t.nii.gz", generator, faithfulness_report=want, roi_size=(32, 32, 32),
+                   overlap=0.1, progress=False)
+    response = server.infer({**ROI, "faithfulness_report": True}, image="study", output="json")
+    assert response.status_code == 200, response.text
+    got = response.json()["medtrans"]["faithfulness_report"]
+    assert got == {k: json.loads(want.read_text())[k] for k in ("regions", "calibration")}
+    plain = server.infer(ROI, image="study", output="json").json()["medtrans"]
+    assert "faithfulness_report" not in plain  # off unless asked for
+
+
 def test_twenty_concurrent_requests_all_succeed(served, tmp_path):
     server, _, upload, reference, _ = served
     with ThreadPoolExecutor(20) as pool:
@@ -230,6 +243,7 @@ def test_corrupt_upload_gets_a_clear_error_and_the_server_keeps_serving(served, 
     ({"roi_size": "32,32"}, "roi_size"),
     ({"result_type": "segmentation"}, "result_type"),
     ({"blend_mode": "nearest"}, "blend_mode"),
+    ({"faithfulness_report": "maybe"}, "faithfulness_report"),
 ])
 def test_bad_parameters_are_refused_with_the_reason(served, params, message):
     response = served[0].infer(params, image="study", output="json")

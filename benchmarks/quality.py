@@ -70,6 +70,7 @@ import torch
 
 from medtrans.data import ImageRecord, TrainStream
 from medtrans.data.augment import parse_augment
+from medtrans.datasets import add_motion
 from medtrans.data.intensity import fit_intensity, foreground_mask
 from medtrans.engine import TranslationTrainer
 from medtrans.commands.train import parse_assignments
@@ -118,16 +119,12 @@ def split_records(split: str, train: list[str], subjects: dict, paired: bool) ->
 def motion_corrupted(subjects: dict, folder: Path) -> dict:
     """The ``motion`` task's subjects: ``(corrupted T1, clean T1, mask)``, the corrupted volumes written once to
     ``folder`` (each subject's motion drawn from its own seed, so every run and machine sees the same inputs)."""
-    import torchio as tio
-
     folder.mkdir(parents=True, exist_ok=True)
     corrupted = {}
     for i, (name, (t1, _, mask)) in enumerate(sorted(subjects.items())):
         path = folder / f"{name}_t1_motion.nii.gz"
         if not path.is_file():
-            torch.manual_seed(1000 + i)
-            tio.RandomMotion()(tio.ScalarImage(t1)).save(folder / f".{path.name}")
-            (folder / f".{path.name}").rename(path)
+            add_motion(t1, path, seed=1000 + i)
         if mask is None:  # the brain from the clean T1: the corrupted one's ghosts reach into the background
             mask = folder / f"{name}_brainmask.nii.gz"
             if not mask.is_file():

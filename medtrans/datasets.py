@@ -13,6 +13,8 @@ the way scans do. Brains are skull-stripped (background 0), like the lesjak-ms-m
 from __future__ import annotations
 
 import importlib.resources
+import shutil
+import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -22,7 +24,8 @@ from scipy import ndimage
 from medtrans.errors import MedtransError
 from medtrans.io import atomic_write
 
-__all__ = ["SEQUENCES", "TISSUES", "make_synthetic_brains", "load_icbm152"]
+__all__ = ["SEQUENCES", "TISSUES", "add_motion", "load_icbm152", "make_synthetic_brains", "make_synthetic_motion",
+           "make_synthetic_mr_ct"]
 
 # (PD, T1 ms, T2 ms) at 1.5 T, typical literature values
 TISSUES = {"csf": (1.0, 4000.0, 2000.0), "gm": (0.8, 1000.0, 100.0), "wm": (0.65, 650.0, 80.0)}
@@ -234,4 +237,53 @@ def make_synthetic_mr_ct(
         save(output / f"{prefix}B" / f"{name}.nii.gz", ct)
         if prefix:
             save(output / "test" / "mask" / f"{name}.nii.gz", head.astype(np.float32))
+    return output
+
+
+# -- motion correction: T1w scans corrupted by rigid motion during the acquisition ------------------------------------
+def add_motion(source: str | Path, target: str | Path, seed: int = 0, degrees: float = 10.0,
+               translation: float = 10.0, num_transforms: int = 2) -> Path:
+    """Write ``source`` as if the head had moved during its acquisition: torchio's ``RandomMotion`` (k-space filled
+    from ``num_transforms + 1`` rigidly moved copies, each rotated by up to ``degrees`` and shifted by up to
+    ``translation`` mm), drawn from ``seed``; ``target`` is written whole or not at all.
+
+    Returns:
+        ``target``.
+    """
+    import torch
+    import torchio as tio
+
+    torch.manual_seed(seed)
+    moved = tio.RandomMotion(degrees=degrees, translation=translation, num_transforms=num_transforms)(tio.ScalarImage(source))
+    target = Path(target)
+    atomic_write(target, lambda tmp: moved.save(tmp))
+    return target
+
+
+def make_synthetic_motion(output: str | Path, num_a: int = 2, num_b: int = 2, num_test: int = 1, seed: int = 0,
+                          voxel_mm: float = 2.0) -> Path:
+    """Write an unpaired motion-correction dataset: ``A/`` (T1w volumes corrupted by :func:`add_motion`), ``B/``
+    (clean T1w volumes of other subjects), and held-out ``test/A`` (corrupted), ``test/B`` (the same scan
+    uncorrupted, the ground truth) and ``test/mask``.
+
+    The subjects are :func:`make_synthetic_brains`' T1w brains; each corrupted volume gets its own motion.
+
+    Returns:
+        ``output``.
+    """
+    output = Path(output)
+    for folder in ("A", "B", "test/A", "test/B", "test/mask"):
+        (output / folder).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        brains = make_synthetic_brains(tmp, num_a=num_a + num_b, num_b=0, num_test=num_test, seed=seed, voxel_mm=voxel_mm)
+        clean = sorted((brains / "A").glob("*.nii.gz"))
+        for i, path in enumerate(clean[:num_a]):
+            add_motion(path, output / "A" / path.name, seed=seed + i)
+        for j, path in enumerate(clean[num_a:]):
+            atomic_write(output / "B" / f"b{j:02d}.nii.gz", lambda tmp, p=path: shutil.copyfile(p, tmp))
+        for i, path in enumerate(sorted((brains / "test" / "A").glob("*.nii.gz"))):
+            add_motion(path, output / "test" / "A" / path.name, seed=seed + num_a + i)
+            for folder in ("B", "mask"):
+                source = brains / "test" / ("A" if folder == "B" else "mask") / path.name
+                atomic_write(output / "test" / folder / path.name, lambda tmp, p=source: shutil.copyfile(p, tmp))
     return output

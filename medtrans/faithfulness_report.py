@@ -17,8 +17,9 @@ the source does not explain, or the source one that the output does not?*
    in the normal tissue of real co-registered pairs of the task — what a *correct* translation shows.
 4. **Regions.** Connected voxels above half the threshold that reach the threshold somewhere, at least
    ``border_mm`` inside the brain, of at least ``min_volume_mm3``: each one reported with its kind (``invented``
-   when the output holds more of the region's edges than the source — the faithfulness maps' ``invented`` summed
-   over it exceeds ``erased`` — else ``erased``), size, centre in world coordinates, peak and mean score.
+   when the output has more blob-scale structure of its own there than the source — a difference of Gaussians of
+   each image, in units of its own spread — else ``erased``), size, centre in world coordinates, peak and mean
+   score.
 
 Every function works on 2D and 3D arrays.
 """
@@ -34,16 +35,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from medtrans.defaults import FAITHFULNESS_CALIBRATION
 from medtrans.errors import InputError
-from medtrans.faithfulness import faithfulness_maps
 
-__all__ = ["CALIBRATION_KEYS", "REPORT_SUFFIXES", "check_calibration", "edge_maps", "find_regions", "load_calibration",
+__all__ = ["CALIBRATION_KEYS", "REPORT_SUFFIXES", "check_calibration", "find_regions", "load_calibration",
            "faithfulness_report", "region_outlines", "report_montage", "report_paths", "report_text", "report_writes",
-           "residual_scores", "voxel_spacing"]
+           "residual_scores", "structure_maps", "voxel_spacing"]
 
 CALIBRATION_KEYS = ("sigma_mm", "border_mm", "min_volume_mm3", "bins", "thresholds")
 """The fields a calibration must hold (``thresholds``: ``{"invented": t, "erased": t}``); others are provenance."""
@@ -153,16 +152,28 @@ def residual_scores(source: np.ndarray, output: np.ndarray, mask: np.ndarray, sp
     return scores
 
 
-def edge_maps(source: np.ndarray, output: np.ndarray) -> dict[str, np.ndarray]:
-    """The ``invented`` and ``erased`` faithfulness maps (:func:`medtrans.faithfulness.faithfulness_maps`) of two
-    images in [-1, 1]: which of the two holds a region's edges."""
-    maps = faithfulness_maps(torch.from_numpy(np.ascontiguousarray(source, np.float32))[None, None],
-                             torch.from_numpy(np.ascontiguousarray(output, np.float32))[None, None])
-    return {k: maps[k][0, 0].numpy() for k in ("invented", "erased")}
+def structure_maps(source: np.ndarray, output: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...],
+                   sigma_mm: float) -> dict[str, np.ndarray]:
+    """Each image's own blob-scale structure: ``|G_σ * x − G_3σ * x|`` (averages inside ``mask``), in units of its
+    robust spread over ``mask`` — ``invented`` for the output, ``erased`` for the source. A region's kind is the image
+    whose own structure is stronger there: a spot the output has and the source lacks was invented."""
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    m = mask[box] > 0
+    weight = m.astype(np.float32)
+    out = {}
+    for kind, image in (("invented", output), ("erased", source)):
+        x = np.where(m, np.asarray(image[box], np.float32), 0)
+        blur = [ndimage.gaussian_filter(x, [f * sigma_mm / d for d in spacing]) /
+                np.maximum(ndimage.gaussian_filter(weight, [f * sigma_mm / d for d in spacing]), 1e-3) for f in (1, 3)]
+        dog = np.abs(blur[0] - blur[1])
+        full = np.zeros(mask.shape, np.float32)
+        full[box] = np.where(m, dog / max(1.4826 * float(np.median(dog[m])), 1e-6), 0)
+        out[kind] = full
+    return out
 
 
 def find_regions(scores: Mapping[str, np.ndarray], mask: np.ndarray, affine: np.ndarray,
-                 calibration: Mapping[str, Any], edges: Mapping[str, np.ndarray] | None = None
+                 calibration: Mapping[str, Any], structure: Mapping[str, np.ndarray] | None = None
                  ) -> tuple[list[dict[str, Any]], np.ndarray]:
     """The calibrated regions of :func:`residual_scores`' output, largest peak first, and their label image.
 
@@ -171,8 +182,8 @@ def find_regions(scores: Mapping[str, np.ndarray], mask: np.ndarray, affine: np.
         mask: the brain the scores were computed in.
         affine: ``(N+1) × (N+1)`` voxel-to-world affine (mm).
         calibration: a checked calibration.
-        edges: :func:`edge_maps`; a region's kind is the map with more energy in it (the output's own edges:
-            invented; the source's: erased). Without them, the larger calibrated score at its peak.
+        structure: :func:`structure_maps`; a region's kind is the image with more structure of its own in it (the
+            output: invented; the source: erased). Without them, the larger calibrated score at its peak.
 
     Returns:
         the regions (dicts with the keys of the CSV report) and an int32 label image (region ``i`` has label ``i + 1``).
@@ -197,8 +208,10 @@ def find_regions(scores: Mapping[str, np.ndarray], mask: np.ndarray, affine: np.
         if values.max() < 1 or here.sum() * voxel_mm3 < float(calibration["min_volume_mm3"]):
             continue
         peak = np.unravel_index(np.argmax(np.where(here, combined[box], -1)), here.shape)
-        if edges is not None:
-            kind = "invented" if edges["invented"][box][here].sum() >= edges["erased"][box][here].sum() else "erased"
+        if structure is not None:
+            core = here & (combined[box] >= 1)  # where the region passes the threshold
+            mine, theirs = structure["invented"][box][core].mean(), structure["erased"][box][core].mean()
+            kind = "invented" if mine >= theirs else "erased"
         else:
             kind = "invented" if normed["invented"][box][peak] >= normed["erased"][box][peak] else "erased"
         coords = np.argwhere(here) + [s.start for s in box]
@@ -235,7 +248,8 @@ def faithfulness_report(source: np.ndarray, output: np.ndarray, mask: np.ndarray
         raise ValueError(f"a {source.ndim}D image needs a {source.ndim + 1}×{source.ndim + 1} affine")
     scores = residual_scores(source, output, mask > 0, voxel_spacing(affine), float(calibration["sigma_mm"]),
                              int(calibration["bins"]))
-    regions, labels = find_regions(scores, mask, affine, calibration, edge_maps(source, output))
+    structure = structure_maps(source, output, mask > 0, voxel_spacing(affine), float(calibration["sigma_mm"]))
+    regions, labels = find_regions(scores, mask, affine, calibration, structure)
     return {"calibration": calibration, "regions": regions}, labels
 
 

@@ -17,7 +17,8 @@ def test_demo_runs_end_to_end_and_its_result_depends_on_iterations_not_time(tmp_
     assert "inverted + histogram-matched input" in out and "protocol: both scaled by the target's" in out
     assert "done in" in out
     for part in ("translated/test00.nii.gz", "faithfulness/test00_invented.nii.gz", "scores.csv", "montage.png",
-                 "generator.pt", "baselines/histmatch/test00.nii.gz"):
+                 "generator.pt", "baselines/histmatch/test00.nii.gz", "regions/test00.json", "regions/test00.png",
+                 "regions/test00_regions.nii.gz"):
         assert (tmp_path / part).exists(), part
     first = pd.read_csv(tmp_path / "scores.csv")
     # the translator starts from the inverted, histogram-matched mapping it chose, so even 60 iterations score at

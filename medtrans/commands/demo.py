@@ -2,7 +2,7 @@
 
 data (synthetic ICBM152-based T1w/T2w, or DIR/{A,B,test/A,test/B[,test/mask]}) → train NEC on axial slices for a fixed
 number of iterations → translate the held-out T1w volumes whole → score them against their real T2w next to two
-baselines that need no training → NIfTI outputs, faithfulness maps, scores CSV and a labelled montage PNG.
+baselines that need no training → NIfTI outputs, faithfulness maps and reports, scores CSV and a labelled montage PNG.
 
 The budget is a number of iterations, not minutes, and the thread count depends on the machine's cores, not on its
 load: a busy machine gives the same result, later. The demo says how long it expects to take, measures its speed early,
@@ -12,6 +12,7 @@ and warns when the machine is far slower than the machine it was timed on.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -148,9 +149,10 @@ def run_demo(output: str | Path = "demo_output", data: str | Path | None = None,
     _say(f"   {trainer.state.iteration} iterations in {trained / 60:.1f} min ({trainer.state.iteration / trained:.1f} "
          f"it/s); generator saved to {generator}")
 
-    _say("3/5 translating the held-out T1w volumes whole, with faithfulness maps")
+    _say("3/5 translating the held-out T1w volumes whole, with faithfulness maps and reports")
     translated = output / "translated"
-    translate_path(data / "test" / "A", translated, generator, faithfulness_map=output / "faithfulness", progress=False)
+    translate_path(data / "test" / "A", translated, generator, faithfulness_map=output / "faithfulness",
+                   faithfulness_report=output / "regions", progress=False)
 
     _say("4/5 scoring against the held-out real T2w, beside two baselines that need no training")
     mask = data / "test" / "mask" if (data / "test" / "mask").is_dir() else None
@@ -174,14 +176,37 @@ def run_demo(output: str | Path = "demo_output", data: str | Path | None = None,
     def score(method: str) -> str:
         return f"{scored.psnr[method]:.1f} dB, SSIM {scored.ssim3d[method]:.2f}"
 
-    volume_montage(data / "test" / "A" / first.name, first, data / "test" / "B" / first.name,
-                   output / "faithfulness" / first.name.replace(".nii", "_invented.nii"), output / "montage.png",
+    report = output / "regions" / (first.name.split(".nii")[0] + ".json")
+    regions = _region_volume(first, report)
+    volume_montage(data / "test" / "A" / first.name, first, data / "test" / "B" / first.name, regions,
+                   output / "montage.png",
                    labels=(f"input T1w\ninverted: {score(INVERTED)}", f"NEC translation\n{score(NEC)}", "real T2w",
-                           "|error|", "invented structure"))
+                           "|error|", f"invented/erased regions\n{len(json.loads(report.read_text())['regions'])} "
+                           "(faithfulness report)"))
     total = time.monotonic() - start
     _say(f"done in {total / 60:.1f} min (expected {expected / 60:.1f} on the reference machine): {output}/translated, "
-         "faithfulness/, scores.csv, montage.png")
+         "faithfulness/, regions/, scores.csv, montage.png")
     return scores
+
+
+def _region_volume(volume: Path, report: Path) -> Path:
+    """The faithfulness report's regions drawn as balls of their equivalent radius at their world centres, on the
+    translation's grid (``<report stem>_regions.nii.gz`` beside the report): the montage's last panel."""
+    import nibabel as nib
+    import numpy as np
+
+    from medtrans.io import atomic_write
+
+    image = nib.load(volume)
+    spacing = np.linalg.norm(image.affine[:3, :3], axis=0)
+    grid = np.indices(image.shape[:3], dtype=np.float32)
+    drawn = np.zeros(image.shape[:3], np.float32)
+    for region in json.loads(report.read_text())["regions"]:
+        centre = np.linalg.inv(image.affine) @ [region["centre_x"], region["centre_y"], region["centre_z"], 1.0]
+        distance = np.sqrt(sum(((grid[i] - centre[i]) * spacing[i]) ** 2 for i in range(3)))
+        drawn[distance <= region["radius_mm"]] = 1.0
+    path = report.with_name(report.name[: -len(".json")] + "_regions.nii.gz")
+    return atomic_write(path, lambda tmp: nib.save(nib.Nifti1Image(drawn, image.affine), tmp))
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
@@ -196,7 +221,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
     out = args.output
     check_outputs([(out, "--output"), *((out / name, "--output") for name in ("generator.pt", "scores.csv", "montage.png"))],
                   [(args.data, "--data")],
-                  folders=[(out / name, "--output") for name in ("run", "translated", "faithfulness", "baselines")])
+                  folders=[(out / name, "--output") for name in ("run", "translated", "faithfulness", "regions",
+                                                                  "baselines")])
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", "1000")
     run_demo(args.output, args.data, args.iterations, args.seed, args.device, not args.no_progress, args.threads)

@@ -101,7 +101,7 @@ def test_translate_writes_the_report(tmp_path, synthetic_brains):
         assert list(csv.DictReader(handle)) == [] and handle.seek(0) == 0 and "centre_x" in handle.readline()
 
 
-@pytest.mark.parametrize("case", ["bad calibration", "missing calibration", "bad suffix"])
+@pytest.mark.parametrize("case", ["bad calibration", "missing calibration", "bad suffix", "report over calibration"])
 def test_translate_refuses_a_bad_report_option(tmp_path, synthetic_brains, capsys, case):
     source = synthetic_pair(synthetic_brains)[0]
     model = save_generator(tmp_path / "id.pt", _identity_model())
@@ -114,6 +114,10 @@ def test_translate_refuses_a_bad_report_option(tmp_path, synthetic_brains, capsy
         calibration, name = tmp_path / "absent.json", str(tmp_path / "absent.json")
     if case == "bad suffix":
         report, calibration, name = out / "r.txt", None, str(out / "r.txt")
+    if case == "report over calibration":  # a file the command reads is never overwritten
+        calibration = out / "cal.json"
+        calibration.write_text(json.dumps(FAITHFULNESS_CALIBRATION))
+        report, name = calibration, "--faithfulness-report"
     argv = ["translate", source, out / "t.nii.gz", "--model", model, "--faithfulness-report", report]
     refusal_line(capsys, argv + (["--faithfulness-calibration", calibration] if calibration else []), name)
-    assert list(out.iterdir()) == []
+    assert list(out.iterdir()) == ([calibration] if case == "report over calibration" else [])

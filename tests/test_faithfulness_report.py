@@ -121,3 +121,15 @@ def test_translate_refuses_a_bad_report_option(tmp_path, synthetic_brains, capsy
     argv = ["translate", source, out / "t.nii.gz", "--model", model, "--faithfulness-report", report]
     refusal_line(capsys, argv + (["--faithfulness-calibration", calibration] if calibration else []), name)
     assert list(out.iterdir()) == ([calibration] if case == "report over calibration" else [])
+
+
+def test_a_folder_gets_a_folder_of_reports(tmp_path, synthetic_brains):
+    inputs, reports = tmp_path / "in", tmp_path / "reports"
+    inputs.mkdir()
+    for name in ("a.nii.gz", "b.nii"):
+        nib.save(nib.load(synthetic_pair(synthetic_brains)[0]), inputs / name)
+    model = save_generator(tmp_path / "id.pt", _identity_model())
+    assert main(["translate", str(inputs), str(tmp_path / "out"), "--model", str(model), "--no-progress",
+                 "--roi-size", "32", "32", "32", "--faithfulness-report", str(reports)]) == 0
+    assert sorted(p.name for p in reports.iterdir()) == ["a.json", "a.png", "b.json", "b.png"]
+    assert json.loads((reports / "b.json").read_text())["output"] == str(tmp_path / "out" / "b.nii")

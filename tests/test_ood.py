@@ -53,7 +53,10 @@ def test_fingerprint_is_recorded_and_round_trips(model_file):
     assert len(model.fingerprint["volumes"]) == 2  # the two training T1w volumes
     assert check_fingerprint(model.fingerprint) == model.fingerprint
     assert model.fingerprint["volumes"][0]["spacing"] == pytest.approx([2.0, 2.0, 2.0])
-    assert set(model.fingerprint["thresholds"]) == {"intensity", "spacing", "fov", "shape"}
+    assert set(model.fingerprint["thresholds"]) == {"intensity", "spacing", "fov", "shape", "depth", "axial"}
+    volume = model.fingerprint["volumes"][0]
+    assert len(volume["depth"]) == 6 and len(volume["axial"]) == 24
+    assert all(sum(volume["axial"][i : i + 8]) == pytest.approx(1.0) for i in (0, 8, 16))
 
 
 def test_held_out_subject_of_the_same_domain_does_not_warn(model_file, synthetic_brains, tmp_path, caplog):
@@ -136,3 +139,60 @@ def test_report_path_that_is_an_input_is_refused_before_work(model_file, synthet
     with pytest.raises(InputError):
         translate_path(t1, out, model_file, progress=False)
     assert not out.exists()
+
+
+def _report(model, source, out, caplog):
+    lines = _translate(model, source, out, caplog)
+    return lines, json.loads(ood_path(out).read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("case", ["held_out", "flip_si", "flip_ap", "t2"])
+def test_layout_components_flag_flips_and_contrast_not_a_held_out_t1(model_file, synthetic_brains, tmp_path, caplog,
+                                                                      case):
+    t1, t2 = synthetic_pair(synthetic_brains, "test01")
+    flips = {"flip_si": np.diag([1.0, 1.0, -1.0, 1.0]), "flip_ap": np.diag([1.0, -1.0, 1.0, 1.0])}
+    if case in flips:  # a header that mirrors one axis: the same voxels, the brain upside down or back to front
+        source = _variant(t1, tmp_path / "in.nii.gz", affine=flips[case] @ nib.load(t1).affine)
+    else:
+        source = t1 if case == "held_out" else t2
+    lines, report = _report(model_file, source, tmp_path / "out.nii.gz", caplog)
+    distances, thresholds = report["distances"], report["thresholds"]
+    if case == "held_out":
+        assert lines == [] and all(distances[k] <= thresholds[k] for k in thresholds)
+    elif case == "t2":  # a reversed layout (bright surface, darker depth) beside the histogram
+        assert distances["depth"] > thresholds["depth"] and "depth distance" in lines[0]
+    else:
+        assert distances["axial"] > thresholds["axial"] and "axial distance" in lines[0], distances
+        assert "check the orientation header" in lines[0]
+
+
+def test_fingerprint_saved_before_the_layout_components_loads_and_checks_the_others(model_file, synthetic_brains,
+                                                                                     tmp_path, caplog):
+    record = torch.load(model_file, weights_only=True)
+    for volume in record["fingerprint"]["volumes"]:
+        del volume["depth"], volume["axial"]
+    del record["fingerprint"]["thresholds"]["depth"], record["fingerprint"]["thresholds"]["axial"]
+    old = tmp_path / "old.pt"
+    torch.save(record, old)
+    assert set(load_model(old).fingerprint["thresholds"]) == {"intensity", "spacing", "fov", "shape"}
+    t1, _ = synthetic_pair(synthetic_brains)
+    data = np.asarray(nib.load(t1).dataobj, np.float32)
+    inverted = _variant(t1, tmp_path / "in.nii.gz", np.where(data > 0, data.max() - data + 1, 0).astype(np.float32))
+    lines, report = _report(old, inverted, tmp_path / "out.nii.gz", caplog)
+    assert set(report["distances"]) == {"intensity", "spacing", "fov", "shape"}
+    assert report["far"] == ["intensity"] and "intensity distance" in lines[0]
+    record["fingerprint"]["thresholds"].update(depth=0.25, axial=0.035)  # thresholds without the volumes' statistics
+    torch.save(record, old)
+    with pytest.raises(ModelError, match="fingerprint.volumes"):
+        load_model(old)
+
+
+def test_fingerprint_of_volumes_some_without_layout_leaves_those_components_out():
+    full = {"quantiles": [float(q) for q in np.linspace(-1, 1, 21)], "spacing": [1.0] * 3, "fov": [180.0] * 3,
+            "shape": [0.0] * 6, "depth": [0.0] * 6, "axial": [0.125] * 24}
+    cached = {k: v for k, v in full.items() if k not in ("depth", "axial")}  # statistics cached by an older version
+    fingerprint = build_fingerprint([full, cached])
+    assert set(fingerprint["thresholds"]) == {"intensity", "spacing", "fov", "shape"}
+    assert check_fingerprint(fingerprint) == fingerprint
+    assert set(build_fingerprint([full, full])["thresholds"]) == {"intensity", "spacing", "fov", "shape", "depth",
+                                                                  "axial"}

@@ -9,7 +9,11 @@ measured the same way:
 - ``spacing``: the voxel size in mm, RAS+ axes, before any resampling;
 - ``fov``: the field of view in mm (voxels × spacing) along each RAS+ axis;
 - ``shape``: an orientation cue: the foreground's spread along each RAS+ axis (log of its standard deviation over
-  their mean) and its skewness, which a header that swaps or flips axes changes.
+  their mean) and its skewness, which a header that swaps or flips axes changes;
+- ``depth``: the mean normalised intensity of the foreground by distance from its boundary (0–3, 3–6, 6–10, 10–15,
+  15–25, over 25 mm): the layout of bright and dark tissue from the surface inwards, which a histogram cannot see;
+- ``axial``: the share of the foreground in 8 slabs of its extent along each RAS+ axis, whose asymmetry a header
+  that flips an axis reverses (not left–right: a brain is too symmetric for it).
 
 :func:`build_fingerprint` keeps every training volume's statistics and calibrates a threshold per component from
 their spread (leave-one-out, times :data:`~medtrans.defaults.OOD_MARGIN`, at least the component's floor in
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy import ndimage
 
 from medtrans.data.intensity import foreground_mask
 from medtrans.defaults import OOD_FLOORS, OOD_MARGIN
@@ -37,8 +42,13 @@ __all__ = ["COMPONENTS", "LEVELS", "build_fingerprint", "check_fingerprint", "oo
 
 LEVELS = tuple(round(float(q), 4) for q in np.linspace(0.025, 0.975, 21))
 """The foreground quantile levels of the intensity statistic."""
-COMPONENTS = ("intensity", "spacing", "fov", "shape")
+COMPONENTS = ("intensity", "spacing", "fov", "shape", "depth", "axial")
 """The distances measured, each against its own threshold."""
+DEPTHS = (0.0, 3.0, 6.0, 10.0, 15.0, 25.0, math.inf)
+"""The depth profile's bins: distance in mm from the foreground's boundary."""
+AXIAL_BINS = 8
+"""The axial profile's slabs along each axis of the foreground's extent."""
+_LAYOUT_VOXELS = 1_000_000  # bounding-box voxels the layout profiles use at most (a fixed stride: deterministic)
 _SAMPLE = 500_000  # foreground voxels the shape statistic uses at most (a fixed stride: deterministic)
 
 
@@ -57,7 +67,35 @@ def volume_stats(prepared: Prepared) -> dict[str, list[float]]:
         "spacing": [float(s) for s in spacing],
         "fov": [float(n * s) for n, s in zip(source.shape, spacing)],
         "shape": _shape(foreground, spacing),
+        **_layout(prepared, foreground, spacing),
     }
+
+
+def _layout(prepared: Prepared, foreground: np.ndarray, spacing: np.ndarray) -> dict[str, list[float]]:
+    """The depth and axial profiles on the foreground's bounding box, taken every ``stride`` voxels (a fixed stride:
+    deterministic, at most :data:`_LAYOUT_VOXELS` voxels, about 0.3 s for a 1 mm brain).
+
+    depth: the mean normalised intensity of the foreground by distance in mm from its boundary (:data:`DEPTHS`);
+    axial: the share of the foreground in each of :data:`AXIAL_BINS` slabs of its extent along each axis (R, A, S).
+    """
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(foreground))
+    stride = max(1, math.ceil((math.prod(b.stop - b.start for b in box) / _LAYOUT_VOXELS) ** (1 / 3)))
+    box = tuple(slice(b.start, b.stop, stride) for b in box)
+    fg = foreground[box]
+    depth = ndimage.distance_transform_edt(np.pad(fg, 1), sampling=spacing * stride)[1:-1, 1:-1, 1:-1][fg]
+    values = prepared.intensity.forward(prepared.source[box][fg].astype(np.float32)).astype(float)
+    bins = np.digitize(depth, np.array(DEPTHS[1:-1], dtype=float))
+    counts = np.bincount(bins, minlength=len(DEPTHS) - 1)
+    sums = np.bincount(bins, weights=values, minlength=len(DEPTHS) - 1)
+    profile, last = [], float(values.mean())
+    for count, total in zip(counts, sums):  # an empty bin (a thin foreground) takes the previous bin's mean
+        last = float(total / count) if count else last
+        profile.append(last)
+    axial = []
+    for n, position in zip(fg.shape, np.nonzero(fg)):
+        share = np.bincount(np.minimum(position * AXIAL_BINS // n, AXIAL_BINS - 1), minlength=AXIAL_BINS)
+        axial += [float(v) for v in share / share.sum()]
+    return {"depth": profile, "axial": axial}
 
 
 def _shape(foreground: np.ndarray, spacing: np.ndarray) -> list[float]:
@@ -71,29 +109,53 @@ def _shape(foreground: np.ndarray, spacing: np.ndarray) -> list[float]:
     return [float(v) for v in (*(log_std - log_std.mean()), *skew)]
 
 
-def _distances(stats: dict[str, list[float]], volumes: list[dict[str, list[float]]]) -> dict[str, float]:
+_KEYS = {"intensity": "quantiles", "spacing": "spacing", "fov": "fov", "shape": "shape", "depth": "depth",
+         "axial": "axial"}  # the statistic each component measures
+_SIZES = {"quantiles": len(LEVELS), "spacing": 3, "fov": 3, "shape": 6, "depth": len(DEPTHS) - 1,
+          "axial": 3 * AXIAL_BINS}
+_LAYOUT = ("depth", "axial")  # absent from fingerprints saved before they existed
+
+
+def _antisymmetric(profile: np.ndarray) -> np.ndarray:
+    """Per axis, the first half of (share − share reversed): what a flip of that axis negates."""
+    per_axis = profile.reshape(3, AXIAL_BINS)
+    return (per_axis - per_axis[:, ::-1])[:, : AXIAL_BINS // 2].ravel()
+
+
+def _distances(stats: dict[str, list[float]], volumes: list[dict[str, list[float]]],
+               components: tuple[str, ...] = COMPONENTS) -> dict[str, float]:
     """One number per component: how far ``stats`` lies from the training ``volumes``.
 
     intensity: mean absolute difference of the quantiles from those of the closest training volume (normalised units;
     the closest, not the mean, so a training set of several protocols is not blurred into one); spacing and fov: the
     largest log ratio by which an axis lies outside the training range (0 inside it); shape: the largest absolute
-    difference of a shape value from the closest training volume's.
+    difference of a shape value from the closest training volume's; depth: the same for the depth profile, each
+    profile taken relative to its own mean (the level is the intensity component's); axial: the same for the
+    antisymmetric part of the axial profile (what a flipped axis reverses), in shares of the foreground.
     """
-    def closest(key: str, reduce: Any) -> float:
-        own = np.array(stats[key], dtype=float)
-        return float(min(reduce(np.abs(own - np.array(v[key], dtype=float))) for v in volumes))
+    def closest(key: str, reduce: Any, view: Any = lambda a: a) -> float:
+        own = view(np.array(stats[key], dtype=float))
+        return float(min(reduce(np.abs(own - view(np.array(v[key], dtype=float)))) for v in volumes))
 
     def outside(key: str) -> float:
         values = np.log(np.array([v[key] for v in volumes], dtype=float))
         own = np.log(np.array(stats[key], dtype=float))
         return float(np.max(np.maximum(0.0, np.maximum(values.min(axis=0) - own, own - values.max(axis=0)))))
 
-    return {
-        "intensity": closest("quantiles", np.mean),
-        "spacing": outside("spacing"),
-        "fov": outside("fov"),
-        "shape": closest("shape", np.max),
+    measures = {
+        "intensity": lambda: closest("quantiles", np.mean),
+        "spacing": lambda: outside("spacing"),
+        "fov": lambda: outside("fov"),
+        "shape": lambda: closest("shape", np.max),
+        "depth": lambda: closest("depth", np.max, lambda a: a - a.mean()),
+        "axial": lambda: closest("axial", np.max, _antisymmetric),
     }
+    return {name: measures[name]() for name in components}
+
+
+def _components(volumes: list[dict[str, list[float]]]) -> tuple[str, ...]:
+    """The components every volume has the statistic of (statistics cached before the layout profiles lack them)."""
+    return tuple(name for name in COMPONENTS if all(_KEYS[name] in v for v in volumes))
 
 
 def build_fingerprint(volumes: list[dict[str, list[float]]]) -> dict[str, Any]:
@@ -101,22 +163,26 @@ def build_fingerprint(volumes: list[dict[str, list[float]]]) -> dict[str, Any]:
 
     Each threshold is the largest leave-one-out distance among the training volumes (each one measured against the
     others) times :data:`~medtrans.defaults.OOD_MARGIN`, and at least the component's floor; with one volume, the
-    floor.
+    floor. A component some volume has no statistic for is left out.
     """
     if not volumes:
         return {}
-    loo = {name: 0.0 for name in COMPONENTS}
+    components = _components(volumes)
+    keep = [_KEYS[name] for name in components]
+    volumes = [{k: list(v[k]) for k in keep} for v in volumes]
+    loo = {name: 0.0 for name in components}
     for i, own in enumerate(volumes):
         others = volumes[:i] + volumes[i + 1 :]
         if others:
-            for name, value in _distances(own, others).items():
+            for name, value in _distances(own, others, components).items():
                 loo[name] = max(loo[name], value)
-    thresholds = {name: round(max(OOD_FLOORS[name], OOD_MARGIN * loo[name]), 4) for name in COMPONENTS}
-    return {"levels": list(LEVELS), "volumes": [dict(v) for v in volumes], "thresholds": thresholds}
+    thresholds = {name: round(max(OOD_FLOORS[name], OOD_MARGIN * loo[name]), 4) for name in components}
+    return {"levels": list(LEVELS), "volumes": volumes, "thresholds": thresholds}
 
 
 def check_fingerprint(fingerprint: Any) -> dict[str, Any]:
-    """``fingerprint`` checked as a model record field (``{}``: none recorded).
+    """``fingerprint`` checked as a model record field (``{}``: none recorded). One saved before the depth and axial
+    profiles existed (no such statistics nor thresholds) is valid, and checked on the components it has.
 
     Raises:
         ValueError: naming what is malformed.
@@ -131,11 +197,13 @@ def check_fingerprint(fingerprint: Any) -> dict[str, Any]:
     if list(fingerprint["levels"]) != list(LEVELS):
         raise ValueError("fingerprint.levels differ from this version's quantile levels")
     thresholds = fingerprint["thresholds"]
-    if not isinstance(thresholds, dict) or set(thresholds) != set(COMPONENTS) or not all(
+    allowed = ({n for n in COMPONENTS if n not in _LAYOUT}, set(COMPONENTS))
+    if not isinstance(thresholds, dict) or set(thresholds) not in allowed or not all(
             _number(v) and v >= 0 for v in thresholds.values()):
-        raise ValueError(f"fingerprint.thresholds must give a number >= 0 for each of {', '.join(COMPONENTS)}")
+        raise ValueError(f"fingerprint.thresholds must give a number >= 0 for each of {', '.join(COMPONENTS)} (or "
+                         f"of the first {len(COMPONENTS) - len(_LAYOUT)}, saved before the others existed)")
     volumes = fingerprint["volumes"]
-    sizes = {"quantiles": len(LEVELS), "spacing": 3, "fov": 3, "shape": 6}
+    sizes = {_KEYS[name]: _SIZES[_KEYS[name]] for name in COMPONENTS if name in thresholds}
     if not isinstance(volumes, list) or not volumes:
         raise ValueError("fingerprint.volumes must be a non-empty list")
     for i, volume in enumerate(volumes):
@@ -158,9 +226,9 @@ def ood_report(fingerprint: dict[str, Any], stats: dict[str, list[float]]) -> di
     if not fingerprint:
         return {"checked": False, "reason": "the model records no training fingerprint (trained before it existed)"}
     volumes = fingerprint["volumes"]
-    distances = _distances(stats, volumes)
     thresholds = fingerprint["thresholds"]
-    far = [name for name in COMPONENTS if distances[name] > thresholds[name]]
+    distances = _distances(stats, volumes, tuple(name for name in COMPONENTS if name in thresholds))
+    far = [name for name in distances if distances[name] > thresholds[name]]
     spacings = np.array([v["spacing"] for v in volumes])
     return {
         "checked": True,
@@ -185,8 +253,9 @@ def ood_message(report: dict[str, Any]) -> str:
         parts.append(f"spacing {'x'.join(f'{s:.3g}' for s in report['input']['spacing_mm'])} mm vs "
                      f"{'x'.join(f'{s:.3g}' for s in low)}…{'x'.join(f'{s:.3g}' for s in high)} mm at training")
     hints = {"intensity": "the contrast", "spacing": "the grid", "fov": "the field of view",
-             "shape": "the orientation header"}
-    return f"{'; '.join(parts)}: check {', '.join(hints[n] for n in report['far'])}"
+             "shape": "the orientation header", "depth": "the contrast", "axial": "the orientation header"}
+    checks = list(dict.fromkeys(hints[n] for n in report["far"]))
+    return f"{'; '.join(parts)}: check {', '.join(checks)}"
 
 
 def ood_path(output: str | Path) -> Path:

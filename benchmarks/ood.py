@@ -11,7 +11,7 @@ domain B), without training. Each case is then measured as ``medtrans translate`
 - the T2s and FLAIRs of the same subjects, the brats2015 FLAIRs and T1c (z-scored files, another protocol);
 - a synthetic CT in HU (:func:`~medtrans.datasets.make_synthetic_mr_ct`);
 - a lesjak T1 resampled to 5 mm slices; the raw longitudinal T1s (3 mm slices, not skull-stripped);
-- a lesjak T1 whose affine swaps axes (R↔A↔S), flips superior–inferior, or flips left–right.
+- a lesjak T1 whose affine swaps axes (R↔A↔S), flips superior–inferior, anterior–posterior or left–right.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ def cases(folder: Path) -> list[tuple[str, list[Path], bool | None]]:
         ("T1 raw, 3 mm slices, with skull", RAW, True),
         ("T1, header swaps axes", [_reoriented(t1, folder, "swap", swap)], True),
         ("T1, header flips S-I", [_reoriented(t1, folder, "flip_si", np.diag([1.0, 1.0, -1.0]))], True),
+        ("T1, header flips A-P", [_reoriented(t1, folder, "flip_ap", np.diag([1.0, -1.0, 1.0]))], True),
         ("T1, header flips L-R", [_reoriented(t1, folder, "flip_lr", np.diag([-1.0, 1.0, 1.0]))], True),
     ]
 
@@ -108,8 +109,8 @@ def main() -> None:
     fingerprint = stream.fingerprint()
     stats = [v.stats["a"] for v in stream.domains["a"]]
     lines = [f"thresholds {fingerprint['thresholds']}", "",
-             "| case | volumes | intensity | spacing | fov | shape | warned | should warn | |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"| case | volumes | {' | '.join(COMPONENTS)} | warned | should warn | |",
+             "|---|---|" + "---|" * len(COMPONENTS) + "---|---|---|"]
     held = [ood_report(build_fingerprint(stats[:i] + stats[i + 1 :]), s) for i, s in enumerate(stats)]
     lines.append(_row("T1 held out (leave-one-out, lesjak + tcga)", held, False))
     lines.append(_row("T1 of the training set", [ood_report(fingerprint, s) for s in stats], False))

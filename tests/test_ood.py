@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from medtrans.data import TrainStream
-from medtrans.data.fingerprint import build_fingerprint, check_fingerprint, ood_path
+from medtrans.data.fingerprint import build_fingerprint, check_fingerprint, ood_message, ood_path, ood_report
 from medtrans.data.preprocessing import Preprocessing
 from medtrans.errors import InputError, ModelError
 from medtrans.inference import translate_path
@@ -53,9 +53,12 @@ def test_fingerprint_is_recorded_and_round_trips(model_file):
     assert len(model.fingerprint["volumes"]) == 2  # the two training T1w volumes
     assert check_fingerprint(model.fingerprint) == model.fingerprint
     assert model.fingerprint["volumes"][0]["spacing"] == pytest.approx([2.0, 2.0, 2.0])
-    assert set(model.fingerprint["thresholds"]) == {"intensity", "spacing", "fov", "shape", "depth", "axial"}
+    assert set(model.fingerprint["thresholds"]) == {"intensity", "spacing", "fov", "shape", "depth", "axial", "edges",
+                                                    "orientation"}
     volume = model.fingerprint["volumes"][0]
-    assert len(volume["depth"]) == 6 and len(volume["axial"]) == 24
+    assert len(volume["depth"]) == 6 and len(volume["axial"]) == 24 and len(volume["edges"]) == 5
+    assert volume["orientation"] == [1.0, 2.0, 3.0]  # the synthetic brains are stored RAS
+    assert volume["edges"][4] - volume["edges"][1] < -0.5  # a T1: its brightest fifth (white matter) has few edges
     assert all(sum(volume["axial"][i : i + 8]) == pytest.approx(1.0) for i in (0, 8, 16))
 
 
@@ -166,12 +169,61 @@ def test_layout_components_flag_flips_and_contrast_not_a_held_out_t1(model_file,
         assert "check the orientation header" in lines[0]
 
 
+def _flair_like(t1, path, grey=0.4):
+    """``t1`` with the contrast of a FLAIR: the same voxels, CSF still dark, but every intensity above the ``grey``
+    foreground quantile (grey matter's) mapped below it, so white matter turns darker than the cortex."""
+    data = np.asarray(nib.load(t1).dataobj, np.float32)
+    foreground = data > 0
+    low, high = np.percentile(data[foreground], [1, 99])
+    unit = np.clip((data - low) / (high - low), 0, 1)
+    peak = np.quantile(unit[foreground], grey)
+    flair = np.where(unit <= peak, unit, peak - 0.5 * (unit - peak))
+    return _variant(t1, path, np.where(foreground, 100 + 1000 * flair, 0).astype(np.float32))
+
+
+@pytest.mark.parametrize("case", ["flair_like", "flip_lr"])
+def test_edges_and_orientation_flag_what_the_other_components_miss(model_file, synthetic_brains, tmp_path, caplog,
+                                                                   case):
+    t1, _ = synthetic_pair(synthetic_brains, "test01")
+    if case == "flair_like":
+        source = _flair_like(t1, tmp_path / "in.nii.gz")
+    else:  # a header that mirrors left and right: a near-symmetric brain, so only the header tells
+        source = _variant(t1, tmp_path / "in.nii.gz", affine=np.diag([-1.0, 1.0, 1.0, 1.0]) @ nib.load(t1).affine)
+    lines, report = _report(model_file, source, tmp_path / "out.nii.gz", caplog)
+    component = {"flair_like": "edges", "flip_lr": "orientation"}[case]
+    assert report["far"] == [component], report  # the histogram, layout and shape do not see it
+    assert len(lines) == 1 and f"{component} distance" in lines[0]
+    if case == "flair_like":
+        assert lines[0].endswith(": check the contrast)"), lines
+    else:
+        assert report["input"]["orientation"] == "LAS" and report["training"]["orientations"] == ["RAS"]
+        assert "orientation LAS vs RAS at training: check the orientation header" in lines[0]
+
+
+def test_fingerprint_saved_before_the_edges_checks_the_six_it_has(model_file, synthetic_brains, tmp_path, caplog):
+    record = torch.load(model_file, weights_only=True)
+    for volume in record["fingerprint"]["volumes"]:
+        del volume["edges"], volume["orientation"]
+    del record["fingerprint"]["thresholds"]["edges"], record["fingerprint"]["thresholds"]["orientation"]
+    old = tmp_path / "old.pt"
+    torch.save(record, old)
+    six = {"intensity", "spacing", "fov", "shape", "depth", "axial"}
+    assert set(load_model(old).fingerprint["thresholds"]) == six
+    t1, _ = synthetic_pair(synthetic_brains, "test01")
+    lines, report = _report(old, _flair_like(t1, tmp_path / "in.nii.gz"), tmp_path / "out.nii.gz", caplog)
+    assert set(report["distances"]) == six and lines == [] and report["training"]["orientations"] == []
+    flipped = _variant(t1, tmp_path / "flip.nii.gz", affine=np.diag([1.0, 1.0, -1.0, 1.0]) @ nib.load(t1).affine)
+    lines, report = _report(old, flipped, tmp_path / "out2.nii.gz", caplog)
+    assert report["far"] == ["axial"] and "check the orientation header" in lines[0]  # still checked on the six
+
+
 def test_fingerprint_saved_before_the_layout_components_loads_and_checks_the_others(model_file, synthetic_brains,
                                                                                      tmp_path, caplog):
     record = torch.load(model_file, weights_only=True)
     for volume in record["fingerprint"]["volumes"]:
-        del volume["depth"], volume["axial"]
-    del record["fingerprint"]["thresholds"]["depth"], record["fingerprint"]["thresholds"]["axial"]
+        del volume["depth"], volume["axial"], volume["edges"], volume["orientation"]
+    for name in ("depth", "axial", "edges", "orientation"):
+        del record["fingerprint"]["thresholds"][name]
     old = tmp_path / "old.pt"
     torch.save(record, old)
     assert set(load_model(old).fingerprint["thresholds"]) == {"intensity", "spacing", "fov", "shape"}
@@ -181,18 +233,57 @@ def test_fingerprint_saved_before_the_layout_components_loads_and_checks_the_oth
     lines, report = _report(old, inverted, tmp_path / "out.nii.gz", caplog)
     assert set(report["distances"]) == {"intensity", "spacing", "fov", "shape"}
     assert report["far"] == ["intensity"] and "intensity distance" in lines[0]
-    record["fingerprint"]["thresholds"].update(depth=0.25, axial=0.035)  # thresholds without the volumes' statistics
+    record["fingerprint"]["thresholds"].update(depth=0.25, axial=0.035, edges=0.15, orientation=0.5)  # thresholds
+    # without the volumes' statistics
     torch.save(record, old)
     with pytest.raises(ModelError, match="fingerprint.volumes"):
         load_model(old)
 
 
 def test_fingerprint_of_volumes_some_without_layout_leaves_those_components_out():
-    full = {"quantiles": [float(q) for q in np.linspace(-1, 1, 21)], "spacing": [1.0] * 3, "fov": [180.0] * 3,
-            "shape": [0.0] * 6, "depth": [0.0] * 6, "axial": [0.125] * 24}
-    cached = {k: v for k, v in full.items() if k not in ("depth", "axial")}  # statistics cached by an older version
+    full = _stats()
+    cached = {k: v for k, v in full.items() if k not in ("depth", "axial", "edges", "orientation")}  # an older version
     fingerprint = build_fingerprint([full, cached])
     assert set(fingerprint["thresholds"]) == {"intensity", "spacing", "fov", "shape"}
     assert check_fingerprint(fingerprint) == fingerprint
+    later = {k: v for k, v in full.items() if k not in ("edges", "orientation")}  # cached before the edge profile
+    fingerprint = build_fingerprint([full, later])
+    assert set(fingerprint["thresholds"]) == {"intensity", "spacing", "fov", "shape", "depth", "axial"}
+    assert check_fingerprint(fingerprint) == fingerprint
+    odd = {k: v for k, v in full.items() if k not in ("depth", "axial")}  # no older version saved this: left out
+    assert set(build_fingerprint([full, odd])["thresholds"]) == {"intensity", "spacing", "fov", "shape"}
     assert set(build_fingerprint([full, full])["thresholds"]) == {"intensity", "spacing", "fov", "shape", "depth",
-                                                                  "axial"}
+                                                                  "axial", "edges", "orientation"}
+
+
+def _stats(orientation=(1.0, 2.0, 3.0), polarity=-1.0):
+    """:func:`volume_stats`-like statistics of a plain volume: ``orientation`` as stored (``-1, 2, 3`` is LAS), an
+    edge profile of the given polarity (brightest band minus the second)."""
+    return {"quantiles": [float(q) for q in np.linspace(-1, 1, 21)], "spacing": [1.0] * 3, "fov": [180.0] * 3,
+            "shape": [0.0] * 6, "depth": [0.0] * 6, "axial": [0.125] * 24,
+            "edges": [0.5, -polarity / 2, 0.0, 0.0, polarity / 2], "orientation": list(orientation)}
+
+
+def test_orientation_no_training_volume_had_is_far_whatever_their_spread():
+    las, lps, ras = (-1.0, 2.0, 3.0), (-1.0, -2.0, 3.0), (1.0, 2.0, 3.0)
+    fingerprint = build_fingerprint([_stats(las), _stats(las), _stats(lps)])
+    assert fingerprint["thresholds"]["orientation"] == 0.5  # not widened by the LPS volume's leave-one-out distance
+    for own, far in ((las, False), (lps, False), (ras, True), ((2.0, 1.0, 3.0), True)):
+        report = ood_report(fingerprint, _stats(own))
+        assert ("orientation" in report["far"]) is far, (own, report)
+    report = ood_report(fingerprint, _stats(ras))  # a left-right flip of an LAS file: one axis differs
+    assert report["distances"]["orientation"] == 1 and report["input"]["orientation"] == "RAS"
+    assert report["training"]["orientations"] == ["LAS", "LPS"]
+    assert ood_message(report) == ("orientation distance 1 > 0.5; orientation RAS vs LAS, LPS at training: check the "
+                                   "orientation header")
+
+
+def test_edge_polarity_outside_the_training_range_is_far():
+    fingerprint = build_fingerprint([_stats(polarity=p) for p in (-1.0, -0.95, -0.45, -0.4)])  # two protocols
+    assert fingerprint["thresholds"]["edges"] == 0.15  # the floor: leave-one-out, each lies 0.05 outside the others
+    assert build_fingerprint([_stats(polarity=-1.0), _stats(polarity=-0.4)])["thresholds"]["edges"] == 0.75
+    inside = ood_report(fingerprint, _stats(polarity=-0.7))
+    assert inside["distances"]["edges"] == 0 and not inside["far"]  # between two protocols: not far
+    flair = ood_report(fingerprint, _stats(polarity=0.3))
+    assert flair["distances"]["edges"] == pytest.approx(0.7) and flair["far"] == ["edges"]
+    assert ood_message(flair).endswith(": check the contrast")

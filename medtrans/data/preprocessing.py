@@ -62,14 +62,16 @@ class Preprocessing:
 
 
 class Canonical:
-    """Reorients a volume to RAS+ (a permutation/flip of axes, no interpolation) and back."""
+    """Reorients a volume to RAS+ (a permutation/flip of axes, no interpolation) and back. ``orientation`` keeps the
+    file's own axes (nibabel's ``io_orientation`` of its affine: world axis and sign per voxel axis), which the
+    out-of-distribution check compares with the training volumes'."""
 
     def __init__(self, volume: Volume, enabled: bool) -> None:
         self.shape = volume.data.shape
+        self.orientation = io_orientation(volume.affine)  # the file's own axes (world axis, sign), before reorienting
         ras = axcodes2ornt("RAS")
-        own = io_orientation(volume.affine)
-        self.to_ras = ornt_transform(own, ras) if enabled else None
-        self.from_ras = ornt_transform(ras, own) if enabled else None
+        self.to_ras = ornt_transform(self.orientation, ras) if enabled else None
+        self.from_ras = ornt_transform(ras, self.orientation) if enabled else None
         self.affine = volume.affine @ nib.orientations.inv_ornt_aff(self.to_ras, self.shape) if enabled else volume.affine
 
     def forward(self, data: np.ndarray) -> np.ndarray:

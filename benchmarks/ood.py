@@ -11,7 +11,10 @@ domain B), without training. Each case is then measured as ``medtrans translate`
 - the T2s and FLAIRs of the same subjects, the brats2015 FLAIRs and T1c (z-scored files, another protocol);
 - a synthetic CT in HU (:func:`~medtrans.datasets.make_synthetic_mr_ct`);
 - a lesjak T1 resampled to 5 mm slices; the raw longitudinal T1s (3 mm slices, not skull-stripped);
-- a lesjak T1 whose affine swaps axes (R↔A↔S), flips superior–inferior, anterior–posterior or left–right.
+- a lesjak T1 whose affine swaps axes (R↔A↔S), flips superior–inferior, anterior–posterior or left–right (the
+  lesjak files are stored LAS, the tcga files LPS: the anterior–posterior flip gives LPS, a header some training
+  volumes have, the left–right flip RAS, which none has);
+- the same T1 stored in RAS order with a correct header (the same anatomy: what the orientation check costs).
 """
 
 from __future__ import annotations
@@ -56,6 +59,16 @@ def _reoriented(path: Path, folder: Path, name: str, matrix: np.ndarray) -> Path
     return out
 
 
+def _stored_ras(path: Path, folder: Path) -> Path:
+    """``path`` rewritten in RAS voxel order, its header kept correct (the same image in the world)."""
+    image = nib.load(path)
+    ras = image.as_reoriented(nib.orientations.ornt_transform(nib.io_orientation(image.affine),
+                                                              nib.orientations.axcodes2ornt("RAS")))
+    out = folder / "ras.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(ras.dataobj, dtype=np.float32), ras.affine), out)
+    return out
+
+
 def _thick(path: Path, folder: Path, mm: float = 5.0) -> Path:
     """``path`` resampled to ``mm`` slices along its last axis (torchio, as a thick-slice acquisition)."""
     import torchio as tio
@@ -85,6 +98,7 @@ def cases(folder: Path) -> list[tuple[str, list[Path], bool | None]]:
         ("T1, header flips S-I", [_reoriented(t1, folder, "flip_si", np.diag([1.0, 1.0, -1.0]))], True),
         ("T1, header flips A-P", [_reoriented(t1, folder, "flip_ap", np.diag([1.0, -1.0, 1.0]))], True),
         ("T1, header flips L-R", [_reoriented(t1, folder, "flip_lr", np.diag([-1.0, 1.0, 1.0]))], True),
+        ("T1 stored RAS, header correct", [_stored_ras(t1, folder)], None),
     ]
 
 

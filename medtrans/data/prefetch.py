@@ -1,13 +1,14 @@
-"""Batches made ahead of the trainer: a daemon thread asks the stream for batches in order and hands them over
-through a bounded queue (pinned when CUDA is there); an error in the thread is raised in the consumer."""
+"""Batches made ahead of the trainer by background threads: each batch is a pure function of its index, so
+``num_workers`` daemon threads make batches ``start, start + 1, ...`` in any order (pinned when CUDA is there) and the
+consumer takes them in order; at most ``prefetch`` are made or being made ahead of it. Several threads overlap the
+waits of batches read from the on-disk cache. An error in a thread is raised in the consumer, at its batch."""
 
 from __future__ import annotations
 
 import atexit
-import queue
 import threading
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,41 +28,58 @@ def _stop_prefetchers() -> None:
 
 
 class Prefetcher:
-    """A daemon thread putting batches ``start, start + 1, ...`` of a stream into a bounded queue."""
+    """Daemon threads making batches ``start, start + 1, ...`` of a stream ahead of the consumer, who gets them in
+    order: ``max(1, min(num_workers, prefetch))`` threads, at most ``prefetch`` batches ahead."""
 
     def __init__(self, stream: TrainStream, start: int) -> None:
         self.stream = stream
-        self.queue: queue.Queue = queue.Queue(maxsize=stream.config.prefetch)
-        self.stopped = threading.Event()
+        self.depth = stream.config.prefetch
         self.pin = torch.cuda.is_available()
-        self.thread = threading.Thread(target=self._run, args=(start,), daemon=True, name="medtrans-prefetch")
-        self.thread.start()
+        self.ready: dict[int, Any] = {}  # index -> batch, or the error making it raised
+        self.taken = start  # the next index the consumer gets
+        self.claimed = start  # the next index a thread makes
+        self.stopped = False
+        self.changed = threading.Condition()
+        workers = max(1, min(stream.config.num_workers, self.depth))
+        self.threads = [threading.Thread(target=self._run, daemon=True, name=f"medtrans-prefetch-{k}")
+                        for k in range(workers)]
+        for thread in self.threads:
+            thread.start()
         _LIVE.add(self)
 
-    def _run(self, index: int) -> None:
-        while not self.stopped.is_set():
+    def _run(self) -> None:
+        while True:
+            with self.changed:
+                while not self.stopped and self.claimed >= self.taken + self.depth:
+                    self.changed.wait()
+                if self.stopped:
+                    return
+                index = self.claimed
+                self.claimed += 1
             try:
                 batch = self.stream.batch(index)
                 if self.pin:
                     batch = {k: v.pin_memory() for k, v in batch.items()}
             except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
                 batch = err
-            while not self.stopped.is_set():
-                try:
-                    self.queue.put(batch, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(batch, BaseException):
-                return
-            index += 1
+            with self.changed:
+                self.ready[index] = batch
+                self.changed.notify_all()
 
     def get(self) -> dict[str, torch.Tensor]:
-        batch = self.queue.get()
+        with self.changed:
+            while self.taken not in self.ready:
+                self.changed.wait()
+            batch = self.ready.pop(self.taken)
+            self.taken += 1
+            self.changed.notify_all()
         if isinstance(batch, BaseException):
             raise batch
         return batch
 
     def stop(self) -> None:
-        self.stopped.set()
-        self.thread.join()
+        with self.changed:
+            self.stopped = True
+            self.changed.notify_all()
+        for thread in self.threads:
+            thread.join()

@@ -4,11 +4,12 @@ Every training volume is read with :func:`medtrans.io.read_volume` (the checks o
 preprocessed with :func:`medtrans.data.preprocessing.prepare` (the path inference takes) exactly once, by
 ``num_workers`` threads. A training set that fits the memory budget (checked from the headers, before anything is read)
 is held in memory; a larger one (or any, with ``storage="disk"``) is written once to the on-disk cache
-(:mod:`medtrans.data.cache`, stored as contiguous blocks) and read block by block. Patches are then sliced out by a background thread (:class:`~medtrans.data.prefetch.Prefetcher`) that keeps ``prefetch`` batches ready (in pinned
-memory when CUDA is available) while the step runs.
+(:mod:`medtrans.data.cache`, stored as contiguous blocks) and read block by block. Patches are then sliced out by
+``num_workers`` background threads (:class:`~medtrans.data.prefetch.Prefetcher`) that keep ``prefetch`` batches ready
+(in pinned memory when CUDA is available) while the step runs.
 
 Batch ``i`` is a function of ``(seed, rank, i)`` alone: its random generator is seeded with those numbers. So the
-batches do not depend on the number of workers, on the prefetch thread, or on what the training step draws, and a run
+batches do not depend on the number of workers, on the prefetch threads, or on what the training step draws, and a run
 resumed at iteration ``N`` continues with batch ``N`` — exact and instant. Under ``torch.distributed`` each rank holds
 a disjoint shard of the subjects.
 
@@ -73,10 +74,11 @@ class PatchConfig:
             voxels that differ from the background and lie above ``foreground_threshold``).
         foreground_threshold: in normalised units ([-1, 1] after percentile and window mappings): keeps the noisy air
             of unstripped scans, which differs from the background value but maps close to -1, out of the foreground.
-        num_workers: threads reading and preprocessing the volumes, once, before training.
-        prefetch: batches a background thread keeps ready, in pinned memory (0: cut each batch when asked). Default:
-            8 when CUDA is available (the thread works while the GPU computes), else 0 (on a CPU the thread would
-            compete with torch's threads for the cores, to save the ~0.2 ms a 48³ batch takes to cut).
+        num_workers: threads reading and preprocessing the volumes, once, before training; then the threads making
+            the prefetched batches (at most ``prefetch``), which overlap the reads of an on-disk cache.
+        prefetch: batches background threads keep ready, in pinned memory (0: cut each batch when asked). Default:
+            8 when CUDA is available (the threads work while the GPU computes), else 0 (on a CPU they would compete
+            with torch's threads for the cores, to save the ~0.2 ms a 48³ batch takes to cut).
         memory_gb: memory the preprocessed volumes may take in memory (GiB).
         storage: where the preprocessed volumes are held: ``"memory"`` (a training set over ``memory_gb`` is refused
             before anything is read), ``"disk"`` (the on-disk cache, memory-mapped; resident memory stays small) or

@@ -162,7 +162,7 @@ def test_a_process_ending_with_a_live_prefetch_thread_exits_cleanly(templates):
 
     script = (f"from medtrans.data import ImageRecord, TrainStream\n"
               f"r = ImageRecord('t1', {str(templates['t1'].image)!r})\n"
-              "s = TrainStream([r], [r], {'patch_size': (16, 16, 16)})\n"
+              "s = TrainStream([r], [r], {'patch_size': (16, 16, 16), 'prefetch': 4, 'num_workers': 2})\n"
               "next(s)\n")  # no close(): the interpreter must stop the thread itself
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, encoding="utf-8")
     assert done.returncode == 0 and "terminate" not in done.stderr, done.stderr

@@ -12,7 +12,9 @@ far below what the set needs in memory, so ``storage="auto"`` puts it on disk.
 Measured, per size: the time to build the new entries; in a fresh process, the time from ``TrainStream(...)`` to the
 first batch once every entry exists, 64³ patches per second, and the process's peak resident memory (``VmHWM``)
 against the budget. The in-memory reference is a stream over the ``--distinct`` volumes held in memory; its rate and
-the disk stream's are measured in the same process, alternately, batch size 1 (the 3D default), foreground sampler.
+the disk stream's are measured in the same process, alternately, batch size 1 (the 3D default), foreground sampler,
+both made by ``--workers`` threads ``--prefetch`` batches ahead, as training on a GPU takes them (``--prefetch 0``:
+each batch cut when asked, in the consumer's thread).
 """
 
 from __future__ import annotations
@@ -74,11 +76,14 @@ def make_set(root: Path, pool: dict[str, list[Path]], volumes: int) -> dict[str,
     return folders
 
 
-def stream(folders: dict[str, Path], volumes: int, storage: str, cache: Path, memory_gb: float) -> TrainStream:
-    """A 64³ stream over the first ``volumes`` files of each folder."""
+def stream(folders: dict[str, Path], volumes: int, storage: str, cache: Path, memory_gb: float, workers: int = 1,
+           prefetch: int = 0) -> TrainStream:
+    """A 64³ stream over the first ``volumes`` files of each folder; ``workers`` threads make ``prefetch`` batches
+    ahead (0: each batch cut when asked)."""
     records = {d: [ImageRecord(p.stem, p) for p in sorted(f.glob("*.nii"))[:volumes]] for d, f in folders.items()}
     return TrainStream(records["A"], records["B"], {"patch_size": PATCH, "storage": storage, "cache_dir": cache,
-                                                    "memory_gb": memory_gb, "num_workers": 1, "prefetch": 0})
+                                                    "memory_gb": memory_gb, "num_workers": workers,
+                                                    "prefetch": prefetch})
 
 
 def _rate(s: TrainStream, batches: int) -> float:
@@ -94,7 +99,7 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     disk = stream({d: args.root / "set" / d for d in ("A", "B")}, args.child, "auto", args.root / "cache",
-                  args.memory_gb)
+                  args.memory_gb, args.workers, args.prefetch)
     next(disk)
     first = time.perf_counter() - t0
     if not isinstance(disk.domains["a"][0].images["a"], BlockArray):
@@ -102,7 +107,8 @@ def child(args: argparse.Namespace) -> None:
     for _ in range(args.rounds):
         _rate(disk, args.batches)
     rss = _rss_peak_gib()
-    memory = stream({d: args.root / "pool" / d for d in ("A", "B")}, args.distinct, "memory", args.root / "cache", 16.0)
+    memory = stream({d: args.root / "pool" / d for d in ("A", "B")}, args.distinct, "memory", args.root / "cache", 16.0,
+                    args.workers, args.prefetch)
     rates: dict[str, list[float]] = {"disk": [], "memory": []}
     for _ in range(args.rounds):
         for name, s in (("disk", disk), ("memory", memory)):
@@ -120,6 +126,8 @@ def main() -> None:
     parser.add_argument("--memory-gb", type=float, default=2.0)
     parser.add_argument("--batches", type=int, default=200, help="batches per timing round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=4, help="threads making the batches (both streams)")
+    parser.add_argument("--prefetch", type=int, default=8, help="batches made ahead (both streams; 0: none)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -137,14 +145,16 @@ def main() -> None:
         build = time.perf_counter() - t0
         done = subprocess.run([sys.executable, __file__, "--root", str(args.root), "--child", str(n),
                                "--distinct", str(args.distinct), "--memory-gb", str(args.memory_gb),
-                               "--batches", str(args.batches), "--rounds", str(args.rounds)],
+                               "--batches", str(args.batches), "--rounds", str(args.rounds),
+                               "--workers", str(args.workers), "--prefetch", str(args.prefetch)],
                               capture_output=True, encoding="utf-8", check=True)
         row = {**json.loads(done.stdout.strip().splitlines()[-1]), "build_s": build}
         rows.append(row)
         print(json.dumps(row), flush=True)
     cache_gb = sum(f.stat().st_size for f in (args.root / "cache").rglob("*") if f.is_file()) / 1e9
     lines = [f"On-disk cache at scale: {platform.node()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-             f"{datetime.date.today()}; 64³ patches, batch 1, --memory-gb {args.memory_gb:g}, one thread; "
+             f"{datetime.date.today()}; 64³ patches, batch 1, --memory-gb {args.memory_gb:g}, {args.workers} "
+             f"loader threads, {args.prefetch} batches ahead; "
              f"cache {cache_gb:.1f} GB at the end", "",
              "| volumes per domain | new entries built in | s per new volume | time to first batch (entries built) "
              "| disk patches/s | memory patches/s | disk / memory | peak RSS (GiB) |",

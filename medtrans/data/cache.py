@@ -43,7 +43,7 @@ from medtrans.errors import InputError
 
 __all__ = ["CACHE_VERSION", "BlockArray", "DiskArray", "DiskCache", "default_cache_dir"]
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 """Raised whenever the preprocessing code changes what an entry holds: entries of other versions are not read."""
 _HEAD_BYTES = 2**16
 logger = logging.getLogger("medtrans.data")

@@ -13,7 +13,7 @@ Parts, each written to ``OUT_DIR/<part>.csv`` as it finishes (a part that fails 
 3. ``speed``: s/it and peak CUDA memory of every method at 2D 128² × 4, 2D 256² × 1, 3D 48³, 96³ and 128³ × 1, auto and
    fp32 (median of 8 steps after 2 warm-up steps).
 4. ``engine``: the training loop's it/s against the bare step's for NEC 3D 64³ and CycleGAN 3D 48³ on the real T1→T2
-   split, and NEC 3D 96³ with ``compile_type`` none vs reduce-overhead (CUDA graphs).
+   split, and NEC 3D 96³ with ``compile_type`` none vs default (inductor).
 5. ``quality``: a fixed iteration budget of NEC, CycleGAN, CUT and UNIT in 3D on the T1→T2 split of
    benchmarks/quality.py, scored by its scorer, one montage PNG each (``quality_<method>.png``).
 6. ``large_volume``: a 512×512×800 volume translated with the volume in CPU memory and the windows on the GPU
@@ -153,7 +153,7 @@ def engine(args: argparse.Namespace) -> list[dict]:
     subjects, test = TASKS["t1-t2"]
     records = split_records("two", [s for s in sorted(subjects) if s != test], subjects, paired=False)
     warmup, iterations = (2, 3) if args.tiny else (10, 100)
-    cases = [("nec", 64, "none"), ("cyclegan", 48, "none"), ("nec", 96, "none"), ("nec", 96, "reduce-overhead")]
+    cases = [("nec", 64, "none"), ("cyclegan", 48, "none"), ("nec", 96, "none"), ("nec", 96, "default")]
     for name, side, compile_type in cases:
         side = 48 if args.tiny else side
         row = {"method": name, "patch": f"{side}³", "compile_type": compile_type}

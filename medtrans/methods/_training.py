@@ -22,9 +22,13 @@ from medtrans.precision import autocast, resolve_precision
 if TYPE_CHECKING:
     from medtrans.methods.base import TranslationMethod
 
-__all__ = ["COMPILE_TYPES", "TrainingMixin"]
+__all__ = ["COMPILE_TYPES", "CUDA_GRAPH_COMPILE_TYPES", "TrainingMixin"]
 
-COMPILE_TYPES = ("none", "default", "reduce-overhead", "max-autotune")
+COMPILE_TYPES = ("none", "default", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_COMPILE_TYPES = ("reduce-overhead", "max-autotune")
+"""``torch.compile`` modes that capture CUDA graphs, refused: a GAN step runs its networks several times between
+backward passes, and a graph's replay overwrites outputs the step still uses (measured on an H200: ``accessing tensor
+output of CUDAGraphs that has been overwritten by a subsequent run``, NEC 3D 64³)."""
 
 
 class TrainingMixin:

@@ -23,7 +23,7 @@ from medtrans.losses import AdversarialLoss
 from medtrans.losses.discriminator import AUGMENT_POLICIES
 from medtrans.losses.structure import structure_loss
 from medtrans.methods._adversarial import AdversarialMixin
-from medtrans.methods._training import COMPILE_TYPES, TrainingMixin
+from medtrans.methods._training import COMPILE_TYPES, CUDA_GRAPH_COMPILE_TYPES, TrainingMixin
 from medtrans.networks.init import INIT_TYPES, init_weights
 from medtrans.networks.registry import build_network
 from medtrans.precision import PRECISION_TYPES
@@ -121,8 +121,9 @@ class TranslationMethod(TrainingMixin, AdversarialMixin, nn.Module):
             the reference code; the U-Net methods, NEC and pix2pix, default to ``"default"``).
         init_gain: its gain.
         compile_type: ``"none"`` (default), or a ``torch.compile`` mode for every network (``"default"``,
-            ``"reduce-overhead"`` — CUDA graphs, for launch-bound steps —, ``"max-autotune"``). The networks are
-            compiled in place, so checkpoints are unchanged; the first steps pay the compilation.
+            ``"max-autotune-no-cudagraphs"``). The networks are compiled in place, so checkpoints are unchanged; the
+            first steps pay the compilation. The modes that capture CUDA graphs (``"reduce-overhead"``,
+            ``"max-autotune"``) are refused: see :data:`~medtrans.methods._training.CUDA_GRAPH_COMPILE_TYPES`.
         start: where every generator starts (:mod:`medtrans.data.start`): ``"none"`` (default), from its initial
             weights alone; ``"auto"``, from the global intensity mapping from domain A to B, histogram-matched with or
             without inversion, chosen from the training volumes before the first step; ``"same"`` or ``"inverted"``
@@ -185,6 +186,9 @@ class TranslationMethod(TrainingMixin, AdversarialMixin, nn.Module):
             raise ValueError(f"precision must be one of {PRECISION_TYPES}, got {precision!r}")
         if init_type not in INIT_TYPES:
             raise ValueError(f"init_type must be one of {INIT_TYPES}, got {init_type!r}")
+        if compile_type in CUDA_GRAPH_COMPILE_TYPES:
+            raise ValueError(f"compile_type {compile_type!r} captures CUDA graphs, which a GAN step's repeated network "
+                             "calls overwrite; use 'default' or 'max-autotune-no-cudagraphs'")
         if compile_type not in COMPILE_TYPES:
             raise ValueError(f"compile_type must be one of {COMPILE_TYPES}, got {compile_type!r}")
         check_option_values({"lr": lr, "lr_discriminator": lr_discriminator, "weight_decay": weight_decay,

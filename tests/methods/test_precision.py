@@ -49,3 +49,32 @@ def test_compiled_step_trains_and_checkpoints_like_the_eager_one(tiny):
         assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-3 * max(1.0, abs(a[k])) for k in a), (a, b)
     with pytest.raises(ValueError, match="compile_type must be one of"):
         build_method(name, spatial_dims=2, compile_type="fast", **kwargs)
+
+
+@pytest.mark.parametrize("compile_type", ["reduce-overhead", "max-autotune"])
+def test_cuda_graph_compile_modes_are_refused_up_front(tiny, compile_type):
+    name, kwargs, _ = tiny("cyclegan")
+    with pytest.raises(ValueError, match=f"'{compile_type}' captures CUDA graphs.*use 'default'"):
+        build_method(name, spatial_dims=3, compile_type=compile_type, **kwargs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("variant", sorted(TINY))
+def test_every_method_trains_compiled(tiny, monkeypatch, variant, spatial_dims):
+    """Every method's compiled step is traced by dynamo and AOT autograd (the inductor backend's front end: the
+    graph breaks, guards and backward graphs of the real path; its C++ code generation is the test above) and gives
+    the eager step's losses."""
+    compile_module = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compile_module(self, backend="aot_eager", **kw))
+    name, kwargs, _ = tiny(variant)
+    side = (24, 24, 24) if spatial_dims == 3 else (32, 32)
+    batch = {"a": torch.rand(2, 1, *side) * 2 - 1, "b": torch.rand(2, 1, *side) * 2 - 1}
+    losses = {}
+    for compile_type in ("none", "default"):
+        seed_everything(0)
+        method = build_method(name, spatial_dims=spatial_dims, compile_type=compile_type, **kwargs).setup("cpu")
+        losses[compile_type] = [method.training_step(batch) for _ in range(2)]
+    for eager, compiled in zip(losses["none"], losses["default"]):
+        assert eager.keys() == compiled.keys()
+        assert all(abs(eager[k] - compiled[k]) < 1e-3 * max(1.0, abs(eager[k])) for k in eager), (eager, compiled)

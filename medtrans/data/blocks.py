@@ -1,4 +1,5 @@
-"""Arrays of the on-disk cache, read region by region: volumes stored as contiguous blocks, and plain ``.npy`` files.
+"""Arrays of the on-disk cache: volumes stored as contiguous blocks and read region by region, and the sampler's
+foreground held in memory as runs of indices.
 
 A C-order volume holds each row of a 3D patch in its own place: a 64³ patch of a 1 mm brain touches 4,096 rows of
 256 bytes, each on its own 4 KiB page (16 MiB of page cache per 1 MiB patch). A block file holds the volume as
@@ -7,11 +8,14 @@ axial slices), in C order over the grid of blocks, the blocks at the far edges p
 64³ patch then overlaps at most 5×5×5 blocks, in 25 runs of consecutive blocks (2 MiB at most), and is copied out of
 them piece by piece (at most 27 pieces, one copy of the patch's own bytes).
 
-Both kinds are read through shared read-only mappings (:class:`_Mappings`): at most 128 open, and once reads have
+Block files are read through shared read-only mappings (:class:`_Mappings`): at most 128 open, and once reads have
 touched about 1 GiB every mapping drops its pages (``MADV_DONTNEED``), so the process's resident memory stays bounded
 however many patches a run cuts (the kernel's page cache keeps recently read pages for every process). The mappings
 read no more than asked from the disk (``MADV_RANDOM``), and before a patch is copied, its runs of blocks are asked
 for at once (``MADV_WILLNEED``), so blocks that are not in the page cache are read in parallel.
+
+The foreground indices a patch centre is drawn from are not read from the disk per patch (each draw would be a random
+4 KiB read: about as long as the patch's blocks): :class:`Runs` holds them in memory as runs of consecutive indices.
 
 Block file: a 4 KiB header (a magic line, then JSON ``{"shape", "block", "dtype"}`` padded with spaces), then the
 blocks. :meth:`BlockArray.open` refuses a file whose size is not what its header says (a truncated copy).
@@ -33,7 +37,7 @@ import numpy as np
 
 from medtrans import defaults
 
-__all__ = ["BlockArray", "DiskArray", "block_shape", "write_blocks"]
+__all__ = ["BlockArray", "Runs", "block_shape", "write_blocks"]
 
 MAGIC = b"\x93MEDTRANS-BLOCKS-1\n"
 HEADER_BYTES = 4096
@@ -204,46 +208,69 @@ class BlockArray:
 
 
 @dataclass(frozen=True)
-class DiskArray:
-    """A C-order ``.npy`` array of the cache (e.g. the foreground indices), read region by region through the shared
-    mappings; indexing returns an in-memory copy of the region, as ``numpy`` indexing would."""
+class Runs:
+    """Sorted flat indices (the voxels a foreground sampler draws from) held in memory as runs of consecutive values:
+    a brain's foreground is a few runs per row of the grid, a fraction of the size of the index array. Indexing with an
+    integer gives what the index array would (so the same draws pick the same voxels); other indices read them all.
 
-    path: Path
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    offset: int
-    stamp: tuple[int, int] = (0, 0)
+    Attributes:
+        starts: the first index of each run.
+        ends: the number of indices up to the end of each run (cumulative lengths).
+    """
+
+    starts: np.ndarray
+    ends: np.ndarray
 
     @classmethod
-    def open(cls, path: Path) -> DiskArray:
-        """Read the header of ``path``; raises ``ValueError`` when its size does not match it (a truncated file)."""
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(f)
-            offset = f.tell()
-        if fortran:
-            raise ValueError(f"{path} is not in C order")
-        stat = path.stat()
-        if stat.st_size != offset + int(np.prod(shape)) * dtype.itemsize:
-            raise ValueError(f"{path} is {stat.st_size} bytes, not what its header says")
-        return cls(path, tuple(shape), dtype, offset, (stat.st_ino, stat.st_mtime_ns))
+    def from_indices(cls, indices: np.ndarray) -> Runs:
+        """The runs of the sorted ``indices``, in their dtype (int32 for grids under 2³¹ voxels)."""
+        indices = np.asarray(indices)
+        breaks = np.flatnonzero(np.diff(indices) != 1) + 1
+        first = np.concatenate([[0], breaks]).astype(np.int64) if indices.size else np.zeros(0, np.int64)
+        ends = np.append(breaks, indices.size) if indices.size else np.zeros(0, np.int64)
+        return cls(indices[first], ends.astype(indices.dtype))
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape))
+        return int(self.ends[-1]) if self.ends.size else 0
 
-    def __getitem__(self, index: Any) -> np.ndarray:
-        if not self.size:
-            return np.empty(self.shape, self.dtype)[index]
-        whole = np.frombuffer(_MAPPINGS.get(self.path, self.stamp), self.dtype, self.size, self.offset).reshape(self.shape)
-        out = np.array(whole[index])
-        _MAPPINGS.touched(max(out.nbytes, mmap.PAGESIZE))
-        return out
+    @property
+    def nbytes(self) -> int:
+        return self.starts.nbytes + self.ends.nbytes
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, (int, np.integer)) and not isinstance(index, (bool, np.bool_)):
+            k = int(index) + (self.size if index < 0 else 0)
+            if not 0 <= k < self.size:
+                raise IndexError(f"index {int(index)} is out of bounds for {self.size} indices")
+            run = int(np.searchsorted(self.ends, k, side="right"))
+            return self.starts[run] + (k - (int(self.ends[run - 1]) if run else 0))
+        return self.read()[index]
 
     def read(self) -> np.ndarray:
-        """The whole array, in memory."""
-        return self[...]
+        """Every index, in memory."""
+        before = np.concatenate([[0], self.ends[:-1]]).astype(np.int64)
+        lengths = self.ends.astype(np.int64) - before
+        return (np.repeat(self.starts.astype(np.int64) - before, lengths) + np.arange(self.size)).astype(self.starts.dtype)
+
+    def save(self, f: BinaryIO) -> None:
+        """Write the runs to the open file ``f`` as one ``.npy`` array of ``(starts, ends)`` rows."""
+        np.save(f, np.stack([self.starts, self.ends], axis=1))
+
+    @classmethod
+    def load(cls, path: Path) -> Runs:
+        """The runs :meth:`save` wrote to ``path``; raises ``ValueError`` when the file is not such an array (e.g. a
+        truncated copy)."""
+        try:
+            rows = np.load(path, allow_pickle=False)
+        except EOFError as err:
+            raise ValueError(f"{path} is truncated ({err})") from None
+        if rows.ndim != 2 or rows.shape[1] != 2 or rows.dtype.kind != "i":
+            raise ValueError(f"{path} does not hold foreground runs")
+        runs = cls(np.ascontiguousarray(rows[:, 0]), np.ascontiguousarray(rows[:, 1]))
+        if runs.ends.size and (runs.ends[0] < 1 or np.any(np.diff(runs.ends) < 1)):
+            raise ValueError(f"{path} does not hold foreground runs")
+        return runs
 
 
 def _box(index: Any, shape: Sequence[int]) -> tuple[list[int], list[int], tuple[Any, ...]] | None:

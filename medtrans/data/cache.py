@@ -11,7 +11,8 @@ one folder per subject, named by a hash of everything its content depends on:
 
 An entry holds one block file per image (``a.blocks``: float32, the network grid before any padding to the patch,
 stored as contiguous blocks that suit the patch, see :mod:`medtrans.data.blocks`), the flat indices of the foreground
-the sampler draws from (``foreground.npy``), and ``meta.json`` (the subject, the intensity ranges and backgrounds, the
+the sampler draws from as runs of consecutive indices (``foreground.npy``, read whole into memory: a few hundred KiB
+for a 1 mm brain), and ``meta.json`` (the subject, the intensity ranges and backgrounds, the
 fingerprint statistics). It is written into a private ``.partial-*`` folder and renamed
 into place only once complete, so a run killed while caching leaves nothing a later run would trust, and two runs that
 build the same entry at once both end with one complete copy. An entry whose files do not match its ``meta.json``
@@ -38,12 +39,12 @@ from typing import Any
 import numpy as np
 
 from medtrans import defaults
-from medtrans.data.blocks import BlockArray, DiskArray, block_shape, write_blocks
+from medtrans.data.blocks import BlockArray, Runs, block_shape, write_blocks
 from medtrans.errors import InputError
 
-__all__ = ["CACHE_VERSION", "BlockArray", "DiskArray", "DiskCache", "default_cache_dir"]
+__all__ = ["CACHE_VERSION", "BlockArray", "DiskCache", "Runs", "default_cache_dir"]
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 """Raised whenever the preprocessing code changes what an entry holds: entries of other versions are not read."""
 _HEAD_BYTES = 2**16
 logger = logging.getLogger("medtrans.data")
@@ -58,10 +59,10 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class Entry:
-    """One complete cache entry: ``images`` per key and the ``foreground`` indices on disk, and its metadata."""
+    """One complete cache entry: ``images`` per key on disk, the ``foreground`` indices in memory, and its metadata."""
 
     images: dict[str, BlockArray]
-    foreground: DiskArray
+    foreground: Runs
     meta: dict[str, Any]
 
 
@@ -111,7 +112,7 @@ class DiskCache:
         try:
             meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
             images = {k: BlockArray.open(folder / f"{k}.blocks") for k in meta["keys"]}
-            foreground = DiskArray.open(folder / "foreground.npy")
+            foreground = Runs.load(folder / "foreground.npy")
             if any(list(a.shape) != meta["shape"] for a in images.values()) or foreground.size != meta["foreground"]:
                 raise ValueError("its arrays do not match meta.json")
         except (OSError, ValueError, KeyError, TypeError) as err:
@@ -136,7 +137,7 @@ class DiskCache:
         try:
             for name, array in images.items():
                 _write(partial / f"{name}.blocks", lambda f, a=array: write_blocks(f, a, self.block))
-            _write(partial / "foreground.npy", lambda f: np.save(f, np.ascontiguousarray(foreground)))
+            _write(partial / "foreground.npy", Runs.from_indices(foreground).save)
             shape = list(next(iter(images.values())).shape)
             record = {**meta, "keys": sorted(images), "shape": shape, "foreground": int(foreground.size)}
             (partial / "meta.json").write_text(json.dumps(record), encoding="utf-8")

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from medtrans.data.blocks import BlockArray, DiskArray
+from medtrans.data.blocks import BlockArray, Runs
 from medtrans.data.cache import DiskCache
 from medtrans.data.fingerprint import volume_stats
 from medtrans.data.intensity import foreground_mask
@@ -42,7 +42,7 @@ class CachedVolume:
         subject_id: the subject.
         images: ``{key: (X, Y, Z) float32 tensor or BlockArray}`` on one grid (``"a"``, ``"b"``, or both for paired
             data).
-        foreground: flat indices of the voxels the foreground sampler draws from (an array or a DiskArray).
+        foreground: flat indices of the voxels the foreground sampler draws from (an array, or :class:`Runs` of them).
         ranges: per key, the raw intensities mapped to -1 and 1 (the fitted source mapping).
         backgrounds: per key, the raw background value.
         stats: per key, the volume's :func:`~medtrans.data.fingerprint.volume_stats` (the model's training
@@ -51,7 +51,7 @@ class CachedVolume:
 
     subject_id: str
     images: dict[str, torch.Tensor | BlockArray]
-    foreground: np.ndarray | DiskArray
+    foreground: np.ndarray | Runs
     ranges: dict[str, tuple[float, float]]
     backgrounds: dict[str, float]
     stats: dict[str, dict[str, list[float]]] = field(default_factory=dict)
@@ -141,7 +141,7 @@ def _padded(images: dict[str, np.ndarray], foreground: np.ndarray, config: Patch
     return {k: np.pad(v, padding, constant_values=float(v.min())) for k, v in images.items()}, _indices(mask)
 
 
-def _volume(images: Mapping[str, np.ndarray | BlockArray], foreground: np.ndarray | DiskArray,
+def _volume(images: Mapping[str, np.ndarray | BlockArray], foreground: np.ndarray | Runs,
             meta: Mapping[str, Any]) -> CachedVolume:
     return CachedVolume(meta["subject_id"],
                         {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in images.items()},

@@ -15,7 +15,7 @@ import medtrans.data.cache as cache_module
 import medtrans.data.stream as stream_module
 import medtrans.data.subjects as subjects_module
 from medtrans.data import ImageRecord, TrainStream
-from medtrans.data.blocks import BlockArray, DiskArray, block_shape, write_blocks
+from medtrans.data.blocks import BlockArray, Runs, block_shape, write_blocks
 from medtrans.data.cache import DiskCache
 from medtrans.errors import InputError
 
@@ -197,20 +197,39 @@ def test_mappings_stay_bounded_and_reads_outlive_them(tmp_path, monkeypatch):
         with open(tmp_path / f"{i}.blocks", "wb") as f:
             write_blocks(f, arrays[-1], (2, 4, 3))
         disk.append(BlockArray.open(tmp_path / f"{i}.blocks"))
-    np.save(tmp_path / "v.npy", np.arange(10, dtype=np.int32))
-    vector = DiskArray.open(tmp_path / "v.npy")
     assert len(mappings._open) == 0  # opening reads the header only
     for _ in range(2):  # each file mapped again once closed, and every read after a release is right
         assert all(np.array_equal(d[1:4, :, 2:5], a[1:4, :, 2:5]) for d, a in zip(disk, arrays))
         assert all(np.array_equal(d[2], a[2]) and np.array_equal(d.read(), a) for d, a in zip(disk, arrays))
-        assert vector[7] == 7 and np.array_equal(vector.read(), np.arange(10))
         assert len(mappings._open) == 2
-    for name in ("0.blocks", "v.npy"):
-        (tmp_path / name).write_bytes((tmp_path / name).read_bytes()[:-4])
+    (tmp_path / "0.blocks").write_bytes((tmp_path / "0.blocks").read_bytes()[:-4])
     with pytest.raises(ValueError, match="not what its header says"):
         BlockArray.open(tmp_path / "0.blocks")
-    with pytest.raises(ValueError, match="not what its header says"):
-        DiskArray.open(tmp_path / "v.npy")
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_foreground_runs_give_what_the_index_array_gives(tmp_path, dtype):
+    """Every draw picks the voxel the index array would; saved and loaded whole; a truncated file is refused."""
+    rng = np.random.default_rng(0)
+    mask = np.zeros((30, 20, 25), bool)
+    mask[5:25, 3:17, 4:21] = rng.random((20, 14, 17)) < 0.9  # rows broken into runs, runs across row ends
+    mask[0, 0, 0] = mask[-1, -1, -1] = True  # the first and last voxel
+    indices = np.flatnonzero(mask).astype(dtype)
+    runs = Runs.from_indices(indices)
+    assert runs.size == indices.size and runs.nbytes < indices.nbytes / 2
+    assert [runs[k] for k in range(indices.size)] == indices.tolist() and runs[-1] == indices[-1]
+    assert np.array_equal(runs.read(), indices) and runs.read().dtype == dtype and np.array_equal(runs[:], indices)
+    with pytest.raises(IndexError):
+        runs[indices.size]
+    with open(tmp_path / "f.npy", "wb") as f:
+        runs.save(f)
+    loaded = Runs.load(tmp_path / "f.npy")
+    assert np.array_equal(loaded.read(), indices)
+    (tmp_path / "f.npy").write_bytes((tmp_path / "f.npy").read_bytes()[:-4])
+    with pytest.raises(ValueError):
+        Runs.load(tmp_path / "f.npy")
+    empty = Runs.from_indices(np.zeros(0, dtype))
+    assert empty.size == 0 and empty.read().size == 0
 
 
 @pytest.mark.parametrize("shape,block", [((37, 29, 23), (16, 16, 16)), ((37, 29, 23), (8, 8, 1)),

@@ -23,7 +23,11 @@ from medtrans.losses import AdversarialLoss
 from medtrans.losses.discriminator import AUGMENT_POLICIES
 from medtrans.losses.structure import structure_loss
 from medtrans.methods._adversarial import AdversarialMixin
-from medtrans.methods._training import COMPILE_TYPES, CUDA_GRAPH_COMPILE_TYPES, TrainingMixin
+from medtrans.methods._training import (
+    COMPILE_TYPES,
+    CUDA_GRAPH_COMPILE_TYPES,
+    TrainingMixin,
+)
 from medtrans.networks.init import INIT_TYPES, init_weights
 from medtrans.networks.registry import build_network
 from medtrans.precision import PRECISION_TYPES

@@ -8,11 +8,11 @@ axial slices), in C order over the grid of blocks, the blocks at the far edges p
 64³ patch then overlaps at most 5×5×5 blocks, in 25 runs of consecutive blocks (2 MiB at most), and is copied out of
 them piece by piece (at most 27 pieces, one copy of the patch's own bytes).
 
-Block files are read through shared read-only mappings (:class:`_Mappings`): at most 128 open, and once reads have
-touched about 1 GiB every mapping drops its pages (``MADV_DONTNEED``), so the process's resident memory stays bounded
-however many patches a run cuts (the kernel's page cache keeps recently read pages for every process). The mappings
-read no more than asked from the disk (``MADV_RANDOM``), and before a patch is copied, its runs of blocks are asked
-for at once (``MADV_WILLNEED``), so blocks that are not in the page cache are read in parallel.
+Block files are read through shared read-only mappings (:class:`_Mappings`): at most 128 open, and once their
+pages resident in the process pass 1 GiB every mapping drops them (``MADV_DONTNEED``), so the process's resident
+memory stays bounded however many patches a run cuts (the kernel's page cache keeps recently read pages for every
+process). The mappings read no more than asked from the disk (``MADV_RANDOM``), and before a patch is copied, its runs
+of blocks are asked for at once (``MADV_WILLNEED``), so blocks that are not in the page cache are read in parallel.
 
 The foreground indices a patch centre is drawn from are not read from the disk per patch (each draw would be a random
 4 KiB read: about as long as the patch's blocks): :class:`Runs` holds them in memory as runs of consecutive indices.
@@ -54,17 +54,21 @@ def block_shape(patch_size: Sequence[int]) -> tuple[int, ...]:
 class _Mappings:
     """The open read-only mappings of cache files, shared by every array of the process.
 
-    At most :data:`MAX_OPEN` files stay mapped (least recently used closed first, once no view still holds it), and
-    once the pages the reads may have touched add up to :data:`RELEASE_BYTES`, every mapping drops its pages
-    (``MADV_DONTNEED``; the next read faults them in again from the kernel's page cache).
+    At most :data:`MAX_OPEN` files stay mapped (least recently used closed first, once no view still holds it). Every
+    :data:`CHECK_BYTES` of reads, when the process's resident file pages (``/proc/self/statm``; where there is none,
+    the bytes read since the last release) exceed :data:`RELEASE_BYTES`, every mapping drops its pages
+    (``MADV_DONTNEED``; the next read faults them in again from the kernel's page cache). The pages a read maps are
+    measured, not counted: the kernel maps more than the blocks asked for (fault-around), about 3 times more here.
     """
 
     MAX_OPEN = 128
     RELEASE_BYTES = 2**30
+    CHECK_BYTES = 2**26
 
     def __init__(self) -> None:
         self._open: OrderedDict[tuple[Path, int, int], mmap.mmap] = OrderedDict()
-        self._touched = 0
+        self._touched = 0  # bytes read since the last check
+        self._counted = 0  # since the last release
         self._lock = threading.Lock()
 
     def get(self, path: Path, stamp: tuple[int, int]) -> mmap.mmap:
@@ -85,13 +89,28 @@ class _Mappings:
             return mapped
 
     def touched(self, nbytes: int) -> None:
-        """Count ``nbytes`` a read may have brought in; past :data:`RELEASE_BYTES`, every mapping drops its pages."""
+        """Count ``nbytes`` a read brought in; every :data:`CHECK_BYTES`, release every mapping's pages when the
+        resident file pages exceed :data:`RELEASE_BYTES`."""
         with self._lock:
             self._touched += nbytes
-            if self._touched > self.RELEASE_BYTES and hasattr(mmap, "MADV_DONTNEED"):
+            if self._touched < self.CHECK_BYTES:
+                return
+            self._counted += self._touched
+            self._touched = 0
+            resident = _resident_file_bytes()
+            if (self._counted if resident is None else resident) > self.RELEASE_BYTES and hasattr(mmap, "MADV_DONTNEED"):
                 for mapped in self._open.values():
                     mapped.madvise(mmap.MADV_DONTNEED)
-                self._touched = 0
+                self._counted = 0
+
+
+def _resident_file_bytes() -> int | None:
+    """The process's resident file-backed (and shared) memory, from ``/proc/self/statm``; ``None`` without it."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[2]) * mmap.PAGESIZE
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 _MAPPINGS = _Mappings()

@@ -191,6 +191,7 @@ def test_mappings_stay_bounded_and_reads_outlive_them(tmp_path, monkeypatch):
     monkeypatch.setattr(blocks_module, "_MAPPINGS", mappings)
     monkeypatch.setattr(mappings, "MAX_OPEN", 2)
     monkeypatch.setattr(mappings, "RELEASE_BYTES", 1)  # every read drops every mapping's pages
+    monkeypatch.setattr(mappings, "CHECK_BYTES", 1)
     arrays, disk = [], []
     for i in range(3):
         arrays.append(np.random.default_rng(i).random((5, 6, 7), dtype=np.float32))

@@ -98,7 +98,8 @@ class _Mappings:
             self._counted += self._touched
             self._touched = 0
             resident = _resident_file_bytes()
-            if (self._counted if resident is None else resident) > self.RELEASE_BYTES and hasattr(mmap, "MADV_DONTNEED"):
+            over = (self._counted if resident is None else resident) > self.RELEASE_BYTES
+            if over and hasattr(mmap, "MADV_DONTNEED"):
                 for mapped in self._open.values():
                     mapped.madvise(mmap.MADV_DONTNEED)
                 self._counted = 0
@@ -270,7 +271,8 @@ class Runs:
         """Every index, in memory."""
         before = np.concatenate([[0], self.ends[:-1]]).astype(np.int64)
         lengths = self.ends.astype(np.int64) - before
-        return (np.repeat(self.starts.astype(np.int64) - before, lengths) + np.arange(self.size)).astype(self.starts.dtype)
+        offsets = np.repeat(self.starts.astype(np.int64) - before, lengths)
+        return (offsets + np.arange(self.size)).astype(self.starts.dtype)
 
     def save(self, f: BinaryIO) -> None:
         """Write the runs to the open file ``f`` as one ``.npy`` array of ``(starts, ends)`` rows."""

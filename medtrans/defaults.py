@@ -158,12 +158,12 @@ T1/T2 pairs (``provenance`` says which). Another task needs its own file (``--fa
 OOD_MARGIN = 1.25
 """Out-of-distribution check: a distance is far when it exceeds this many times the largest leave-one-out distance
 among the training volumes (see :mod:`medtrans.data.fingerprint`), ..."""
-OOD_FLOORS = {"intensity": 0.1, "spacing": 0.405, "fov": 0.405, "shape": 0.2, "depth": 0.25, "axial": 0.035,
+OOD_FLOORS = {"intensity": 0.1, "spacing": 0.405, "fov": 0.405, "shape": 0.2, "depth": 0.25, "axial": 0.045,
               "edges": 0.15, "orientation": 0.5}
 """... and at least this floor per component: intensity in normalised units (mean absolute quantile difference),
 spacing and field of view as a log ratio outside the training range (0.405 = 1.5×), shape in log-spread/skewness units,
 depth in normalised units (largest difference of the depth profile, each taken relative to its own mean), axial in
-shares of the foreground (largest difference of a slab's share minus its mirror slab's: 0.035 = 3.5 % of the brain),
+shares of the foreground (largest difference of a slab's share minus its mirror slab's: 0.045 = 4.5 % of the brain),
 edges as a log ratio outside the training range (the edge profile's polarity: 0.15 = 16 %), orientation in axes whose
 header code differs from every training volume's (0.5: any; this threshold is not calibrated, it is the floor itself).
 Chosen on the measured table in docs/inference.md."""

@@ -156,7 +156,7 @@ def demo(results: Path):
     rows = read(results, "demo")
     bar = next(r for r in rows if r["role"] == "bar")
     return horizontal_bars(
-        rows, "The demo: synthetic T1w → T2w, NEC 2D, 2,200 iterations, held-out subject",
+        rows, "The demo: synthetic T1w → T2w, NEC 2D (default 1,000 iterations), held-out subject",
         "CPU (2 cores), torch 2.13.0+cpu, seed 0. Dashed: the inverted + histogram-matched input (the bar). "
         "Variants: see docs/results.md.", bar)
 

@@ -109,7 +109,7 @@ def _add_demo(subparsers: argparse._SubParsersAction, common: argparse.ArgumentP
         "iterations, not on how busy the machine is.")
     p.add_argument("--output", type=Path, default=Path("demo_output"), help="output folder")
     p.add_argument("--data", type=Path, help="use DIR/{A,B,test/A,test/B[,test/mask]} instead of the embedded dataset")
-    p.add_argument("--iterations", type=_positive_int, default=2200, help="training iterations")
+    p.add_argument("--iterations", type=_positive_int, default=defaults.DEMO_ITERATIONS, help="training iterations")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the dataset, the initial weights and the batches")
     p.add_argument("--threads", type=_positive_int,
                    help="torch CPU threads (default: the CPU cores this process may use, at most 4; fixed per machine, "

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from medtrans import defaults
+
 __all__ = ["REFERENCE_SPEED", "run_demo", "run_demo_command"]
 
 # NEC 2D as the benchmarks' 2D networks, λ_NGF = 10 (on the embedded data it beat λ 1: 15.7 vs 15.2 dB at 3 min)
@@ -93,7 +95,8 @@ class _Speed:
             _say(f"   iteration {i}/{self.iterations}, {rate:.1f} it/s, {(self.iterations - i) / rate / 60:.1f} min left")
 
 
-def run_demo(output: str | Path = "demo_output", data: str | Path | None = None, iterations: int = 2200, seed: int = 0,
+def run_demo(output: str | Path = "demo_output", data: str | Path | None = None,
+             iterations: int = defaults.DEMO_ITERATIONS, seed: int = 0,
              device: str = "auto", progress: bool = True, threads: int | None = None) -> Any:
     """Run the demo; returns the score table (a pandas DataFrame, one row per method and test subject)."""
     import logging

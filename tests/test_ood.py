@@ -200,13 +200,21 @@ def test_edges_and_orientation_flag_what_the_other_components_miss(model_file, s
         assert "orientation LAS vs RAS at training: check the orientation header" in lines[0]
 
 
-def test_fingerprint_saved_before_the_edges_checks_the_six_it_has(model_file, synthetic_brains, tmp_path, caplog):
+def _saved_without(model_file, path, components):
+    """``model_file``'s record saved to ``path`` with ``components`` taken out of its fingerprint (what an older
+    version saved); returns the record."""
     record = torch.load(model_file, weights_only=True)
-    for volume in record["fingerprint"]["volumes"]:
-        del volume["edges"], volume["orientation"]
-    del record["fingerprint"]["thresholds"]["edges"], record["fingerprint"]["thresholds"]["orientation"]
+    for name in components:
+        for volume in record["fingerprint"]["volumes"]:
+            del volume[name]
+        del record["fingerprint"]["thresholds"][name]
+    torch.save(record, path)
+    return record
+
+
+def test_fingerprint_saved_before_the_edges_checks_the_six_it_has(model_file, synthetic_brains, tmp_path, caplog):
     old = tmp_path / "old.pt"
-    torch.save(record, old)
+    _saved_without(model_file, old, ("edges", "orientation"))
     six = {"intensity", "spacing", "fov", "shape", "depth", "axial"}
     assert set(load_model(old).fingerprint["thresholds"]) == six
     t1, _ = synthetic_pair(synthetic_brains, "test01")
@@ -219,13 +227,8 @@ def test_fingerprint_saved_before_the_edges_checks_the_six_it_has(model_file, sy
 
 def test_fingerprint_saved_before_the_layout_components_loads_and_checks_the_others(model_file, synthetic_brains,
                                                                                      tmp_path, caplog):
-    record = torch.load(model_file, weights_only=True)
-    for volume in record["fingerprint"]["volumes"]:
-        del volume["depth"], volume["axial"], volume["edges"], volume["orientation"]
-    for name in ("depth", "axial", "edges", "orientation"):
-        del record["fingerprint"]["thresholds"][name]
     old = tmp_path / "old.pt"
-    torch.save(record, old)
+    record = _saved_without(model_file, old, ("depth", "axial", "edges", "orientation"))
     assert set(load_model(old).fingerprint["thresholds"]) == {"intensity", "spacing", "fov", "shape"}
     t1, _ = synthetic_pair(synthetic_brains)
     data = np.asarray(nib.load(t1).dataobj, np.float32)
